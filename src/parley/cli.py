@@ -1,0 +1,27 @@
+"""The `parley` command."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="Parley: real-time voice agents on the OpenAI Realtime protocol.", no_args_is_help=True)
+
+
+@app.command()
+def version() -> None:
+    """Print Parley's version."""
+    from parley import __version__
+
+    typer.echo(__version__)
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+) -> None:
+    """Run the Parley server (the local engine is its default upstream)."""
+    typer.echo(
+        "The Parley server is being built (issue 5): /api/session, /api/calls, recording and the apps.\n"
+        f"Meanwhile `parley engine --host {host} --port {port}` serves the local realtime engine."
+    )

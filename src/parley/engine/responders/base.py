@@ -1,0 +1,51 @@
+"""The interface between the engine's session and whatever writes the agent's words.
+
+A responder sees the conversation as GA items (plain dicts, audio bytes removed; user audio
+items carry their transcript) and yields text deltas and/or function calls. It never sees
+audio and never talks to a socket: the session turns its output into protocol events and the
+TTS turns its text into speech.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class ResponseRequest:
+    """Everything a responder may use to write one response."""
+
+    instructions: str
+    # GA conversation items in conversation order: {"type": "message", "role": ..., "content": [...]},
+    # {"type": "function_call", ...}, {"type": "function_call_output", ...}.
+    items: list[dict[str, Any]]
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    tool_choice: str | dict[str, Any] = "auto"
+    output_modalities: tuple[str, ...] = ("audio",)
+    max_output_tokens: int | None = None
+    metadata: dict[str, str] | None = None
+    voice: str = "alloy"
+    model: str = "gpt-realtime"
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class FunctionCall:
+    name: str
+    arguments: str  # a JSON string, as on the wire
+    call_id: str | None = None  # the session assigns one when None
+
+
+ResponseChunk = TextDelta | FunctionCall
+
+
+class Responder(Protocol):
+    """Writes one response. Cancellation arrives as `asyncio.CancelledError` (barge-in)."""
+
+    def respond(self, request: ResponseRequest) -> AsyncIterator[ResponseChunk]: ...
