@@ -46,15 +46,37 @@ def _modalities_to_beta(mods: list[str]) -> list[str]:
     return ["text", "audio"] if "audio" in mods else ["text"]
 
 
-def _modalities_from_beta(mods: list[str]) -> list[str]:
+def _modalities_from_beta(mods: Any) -> Any:
+    if not isinstance(mods, list):
+        return mods  # left for validation to reject
     return ["audio"] if "audio" in mods else ["text"]
 
 
 # -- sessions --------------------------------------------------------------------------------
 
 
+# Fields of GA sub-objects that the beta shapes do not have.
+_BETA_FIELDS = {
+    "turn_detection": ("type", "threshold", "prefix_padding_ms", "silence_duration_ms", "create_response",
+                       "interrupt_response", "eagerness"),
+    "input_audio_transcription": ("model", "language", "prompt"),
+    "input_audio_noise_reduction": ("type",),
+}
+
+
+def _beta_sub(key: str, value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: copy.deepcopy(v) for k, v in value.items() if k in _BETA_FIELDS[key]}
+    return copy.deepcopy(value)
+
+
+def _tool_choice_to_beta(choice: Any) -> Any:
+    # Beta takes a string; forcing one function is the nearest thing to "required".
+    return "required" if isinstance(choice, dict) else choice
+
+
 def session_to_beta(session: dict[str, Any]) -> dict[str, Any]:
-    """A GA session (config or resource) in the flat beta shape."""
+    """A GA session (config or resource) in the flat beta shape; GA-only fields are left out."""
     audio = session.get("audio") or {}
     inp = audio.get("input") or {}
     out = audio.get("output") or {}
@@ -64,9 +86,11 @@ def session_to_beta(session: dict[str, Any]) -> dict[str, Any]:
     else:
         if "output_modalities" in session:
             beta["modalities"] = _modalities_to_beta(session["output_modalities"])
-        for key in ("instructions", "tools", "tool_choice", "tracing", "prompt"):
+        for key in ("instructions", "tools", "tracing"):
             if key in session:
                 beta[key] = copy.deepcopy(session[key])
+        if "tool_choice" in session:
+            beta["tool_choice"] = _tool_choice_to_beta(session["tool_choice"])
         if "voice" in out:
             beta["voice"] = out["voice"]
         if "format" in out:
@@ -75,14 +99,15 @@ def session_to_beta(session: dict[str, Any]) -> dict[str, Any]:
             beta["speed"] = out["speed"]
         if "max_output_tokens" in session:
             beta["max_response_output_tokens"] = session["max_output_tokens"]
-        beta.setdefault("temperature", 0.8)
+        if "id" in session:  # a resource reports every field; an update sets only what it names
+            beta.setdefault("temperature", 0.8)
     if "format" in inp:
         beta["input_audio_format"] = _format_to_beta(inp["format"])
     for ga_key, beta_key in (("transcription", "input_audio_transcription"), ("turn_detection", "turn_detection"),
                              ("noise_reduction", "input_audio_noise_reduction")):
         if ga_key in inp:
-            beta[beta_key] = copy.deepcopy(inp[ga_key])
-    if "include" in session:
+            beta[beta_key] = _beta_sub(beta_key, inp[ga_key])
+    if "include" in session and session.get("type") == "transcription":
         beta["include"] = session["include"]
     return beta
 
@@ -139,7 +164,9 @@ def _item_content(item: Any, table: dict[str, str]) -> Any:
         return item
     item = dict(item)
     item["content"] = [
-        {**p, "type": table[p["type"]]} if isinstance(p, dict) and p.get("type") in table else p
+        {**p, "type": table[p["type"]]}
+        if isinstance(p, dict) and isinstance(p.get("type"), str) and p["type"] in table
+        else p
         for p in item["content"]
     ]
     return item
@@ -167,6 +194,13 @@ def response_to_beta(resp: dict[str, Any]) -> dict[str, Any]:
     if "format" in audio_out:
         out["output_audio_format"] = _format_to_beta(audio_out["format"])
     out.setdefault("temperature", 0.8)
+    usage = resp.get("usage")
+    if isinstance(usage, dict):
+        usage = copy.deepcopy(usage)
+        details = usage.get("input_token_details") or {}
+        details.pop("image_tokens", None)
+        (details.get("cached_tokens_details") or {}).pop("image_tokens", None)
+        out["usage"] = usage
     return out
 
 
@@ -208,7 +242,11 @@ def _response_params_from_beta(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _response_params_to_beta(params: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in params.items() if k not in ("output_modalities", "audio", "max_output_tokens", "input")}
+    out = {k: v for k, v in params.items()
+           if k not in ("output_modalities", "audio", "max_output_tokens", "input", "parallel_tool_calls",
+                        "reasoning", "prompt")}
+    if "tool_choice" in params:
+        out["tool_choice"] = _tool_choice_to_beta(params["tool_choice"])
     if isinstance(params.get("output_modalities"), list):
         out["modalities"] = _modalities_to_beta(params["output_modalities"])
     audio_out = (params.get("audio") or {}).get("output") or {}
@@ -233,6 +271,8 @@ def server_event_to_beta(event: dict[str, Any]) -> list[dict[str, Any]]:
         return []  # beta announces an item once, with conversation.item.created
     out = dict(event)
     out["type"] = _SERVER_RENAMES_TO_BETA.get(kind, kind)
+    if kind == "response.function_call_arguments.done":
+        out.pop("name", None)  # added to GA in 2026; beta clients read it from the output item
     if kind in ("session.created", "session.updated"):
         session = event["session"]
         out["session"] = session_to_beta(session)

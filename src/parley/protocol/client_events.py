@@ -23,7 +23,7 @@ MAX_APPEND_BYTES = 15 * 1024 * 1024  # OpenAI's limit per input_audio_buffer.app
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     event_id: str | None = Field(default=None, max_length=512)
 
 
@@ -39,9 +39,12 @@ def _decode_audio(value: Any) -> bytes:
     if len(value) > MAX_APPEND_BYTES * 4 // 3 + 4:
         raise ValueError(f"audio is larger than {MAX_APPEND_BYTES // (1024 * 1024)} MiB per event")
     try:
-        return base64.b64decode(value, validate=True)
+        audio = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("audio is not valid base64") from None
+    if len(audio) > MAX_APPEND_BYTES:  # the length check above lets up to 3 bytes more through
+        raise ValueError(f"audio is larger than {MAX_APPEND_BYTES // (1024 * 1024)} MiB per event")
+    return audio
 
 
 class InputAudioBufferAppend(_Event):
@@ -82,18 +85,18 @@ class ConversationItemDelete(_Event):
 
 
 class ResponseAudioOutput(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     format: AudioFormat | None = None
     voice: str | CustomVoice | None = None
 
 
 class ResponseAudio(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     output: ResponseAudioOutput | None = None
 
 
 class ResponseParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     output_modalities: list[Modality] | None = None
     instructions: str | None = None
     audio: ResponseAudio | None = None
@@ -173,6 +176,8 @@ def parse_client_event(raw: str | bytes | Any, *, beta: bool = False) -> ClientE
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             return Invalid(error_from(ProtocolError("invalid_json", f"The event is not valid JSON: {exc}.")))
+        except RecursionError:
+            return Invalid(error_from(ProtocolError("invalid_json", "The event is nested too deeply.")))
     if not isinstance(data, dict):
         return Invalid(error_from(ProtocolError("invalid_event", "An event must be a JSON object with a 'type'.")))
     client_event_id = data.get("event_id") if isinstance(data.get("event_id"), str) else None
@@ -185,7 +190,11 @@ def parse_client_event(raw: str | bytes | Any, *, beta: bool = False) -> ClientE
                                                 "Invalid type for 'type': expected a string.", "type"),
                                   client_event_id))
     if beta or kind == "transcription_session.update":
-        data = _beta.client_event_from_beta(data)
+        try:
+            data = _beta.client_event_from_beta(data)
+        except RecursionError:
+            return Invalid(error_from(ProtocolError("invalid_event", "The event is nested too deeply."),
+                                      client_event_id))
         kind = data.get("type")
     if kind not in CLIENT_EVENT_TYPES:
         return Invalid(error_from(ProtocolError(

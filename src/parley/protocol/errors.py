@@ -7,6 +7,7 @@ codes such as `missing_required_parameter`, `unknown_parameter`, `invalid_type` 
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,7 +78,7 @@ def _param(loc: tuple[int | str, ...], prefix: str | None) -> str | None:
             if parts:
                 parts[-1] = f"{parts[-1]}[{part}]"
             continue
-        if part.replace(" ", "").lower() in _UNION_TAGS or part.startswith(("function-", "tagged-union[", "union[")):
+        if part.replace(" ", "").lower() in _UNION_TAGS or part.startswith(("function-", "tagged-union[", "union[", "constrained-")):
             continue
         parts.append(part)
     return ".".join(parts) or None
@@ -88,6 +89,12 @@ def _describe(value: Any) -> str:
         return "null"
     return {bool: "a boolean", int: "an integer", float: "a decimal", str: "a string", list: "an array",
             dict: "an object"}.get(type(value), type(value).__name__)
+
+
+# Client values quoted in messages: bounded in size and depth (a deeply nested value would make
+# the builtin repr() raise RecursionError).
+_QUOTE = reprlib.Repr()
+_QUOTE.maxstring = _QUOTE.maxother = 100
 
 
 _EXPECTED = {"model": "an object", "dict": "an object", "list": "an array", "int": "an integer",
@@ -115,7 +122,7 @@ def from_validation_error(exc: ValidationError, *, prefix: str | None = None) ->
         if kind == "union_tag_invalid":
             param = f"{param}.type" if param else "type"
             value, shown = ctx.get("tag"), f"'{param}'"
-        return ProtocolError("invalid_value", f"Invalid value: {value!r} for {shown}.{hint}", param)
+        return ProtocolError("invalid_value", f"Invalid value: {_QUOTE.repr(value)} for {shown}.{hint}", param)
     if kind == "union_tag_not_found":
         tag = err.get("ctx", {}).get("discriminator", "'type'")
         return ProtocolError("missing_required_parameter", f"Missing required parameter: {tag} in {shown}.", param)
@@ -128,7 +135,7 @@ def from_validation_error(exc: ValidationError, *, prefix: str | None = None) ->
         )
     ctx = err.get("ctx", {})
     if kind.startswith(("greater_than", "less_than", "too_long", "too_short", "string_too")):
-        return ProtocolError("invalid_value", f"Invalid {shown}: {err['msg']} (got {value!r}).", param)
+        return ProtocolError("invalid_value", f"Invalid {shown}: {err['msg']} (got {_QUOTE.repr(value)}).", param)
     if kind == "value_error":
         reason = str(ctx.get("error", err["msg"]))
         return ProtocolError("invalid_value", f"Invalid {shown}: {reason}", param)

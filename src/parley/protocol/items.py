@@ -10,7 +10,7 @@ Status = Literal["completed", "incomplete", "in_progress"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class InputText(_Strict):

@@ -8,9 +8,12 @@ them with `PriceTable.with_overrides()` or the `PARLEY_PRICES` JSON file the ser
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 PRICES_AS_OF = "2026-11-21"
 
@@ -50,16 +53,23 @@ TRANSCRIPTION_TOKEN_PRICES: dict[str, tuple[float, float]] = {
 TRANSCRIPTION_MINUTE_PRICES: dict[str, float] = {"whisper-1": 0.006, "gpt-realtime-whisper": 0.017}
 
 
+_DATED = re.compile(r"^(?P<family>.+)-\d{4}-\d{2}-\d{2}$")
+
+
+def _lookup(table: dict[str, T], model: str) -> T | None:
+    if model in table:
+        return table[model]
+    dated = _DATED.match(model)
+    return table.get(dated["family"]) if dated else None
+
+
 @dataclass(frozen=True)
 class PriceTable:
     prices: dict[str, Price]
 
     def price(self, model: str) -> Price | None:
-        """The price of a model; dated snapshots fall back to their family (longest prefix)."""
-        if model in self.prices:
-            return self.prices[model]
-        best = max((name for name in self.prices if model.startswith(name + "-")), key=len, default=None)
-        return self.prices[best] if best else None
+        """The price of a model; a dated snapshot (`name-YYYY-MM-DD`) falls back to its family."""
+        return _lookup(self.prices, model)
 
     def with_overrides(self, overrides: dict[str, dict[str, float]]) -> PriceTable:
         prices = dict(self.prices)
@@ -81,8 +91,10 @@ class PriceTable:
         otd = usage.get("output_token_details") or {}
         ctd = itd.get("cached_tokens_details")
         if ctd is None:
-            # Beta usage has no per-modality split of cached tokens; count them as text.
-            ctd = {"text_tokens": itd.get("cached_tokens", 0)}
+            # Beta usage has no per-modality split of cached tokens; count them as text first.
+            cached = itd.get("cached_tokens") or 0
+            text_cached = min(cached, itd.get("text_tokens") or 0)
+            ctd = {"text_tokens": text_cached, "audio_tokens": cached - text_cached}
         text_c, audio_c, image_c = (ctd.get(k) or 0 for k in ("text_tokens", "audio_tokens", "image_tokens"))
         total = (
             ((itd.get("text_tokens") or 0) - text_c) * price.text_in + text_c * price.text_cached
@@ -97,8 +109,8 @@ class PriceTable:
         if not usage or not model:
             return 0.0
         if usage.get("type") == "duration":
-            return TRANSCRIPTION_MINUTE_PRICES.get(model, 0.0) * float(usage.get("seconds", 0)) / 60
-        rates = TRANSCRIPTION_TOKEN_PRICES.get(model)
+            return (_lookup(TRANSCRIPTION_MINUTE_PRICES, model) or 0.0) * float(usage.get("seconds", 0)) / 60
+        rates = _lookup(TRANSCRIPTION_TOKEN_PRICES, model)
         if rates is None:
             return 0.0
         return ((usage.get("input_tokens") or 0) * rates[0] + (usage.get("output_tokens") or 0) * rates[1]) / 1e6

@@ -28,7 +28,8 @@ MAX_SESSION_SECONDS = 60 * 60
 
 class _Strict(BaseModel):
     # OpenAI rejects unknown parameters with `unknown_parameter`; so do we.
-    model_config = ConfigDict(extra="forbid")
+    # strict: "1420" is not an integer and true is not a number, as on OpenAI's service
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # -- audio formats -------------------------------------------------------------------------
@@ -320,5 +321,11 @@ def session_resource(config: SessionConfig, *, id: str, expires_at: int) -> dict
     for key in _OMIT_WHEN_NONE:
         if body.get(key) is None:
             body.pop(key, None)
+    turn = body["audio"]["input"].get("turn_detection")
+    if config.type == "transcription" and turn and turn["type"] == "server_vad":
+        # A transcription session's resource reports server_vad with these fields only (the SDK's
+        # RealtimeTranscriptionSessionTurnDetection); the response-related ones do not apply.
+        body["audio"]["input"]["turn_detection"] = {
+            k: turn[k] for k in ("type", "threshold", "prefix_padding_ms", "silence_duration_ms")}
     obj = "realtime.session" if config.type == "realtime" else "realtime.transcription_session"
     return {"type": config.type, "object": obj, "id": id, "expires_at": expires_at, **body}
