@@ -45,6 +45,17 @@ class FunctionCall:
 ResponseChunk = TextDelta | FunctionCall
 
 
+class ResponderError(Exception):
+    """A responder could not write the response (its model endpoint failed, timed out, ...).
+
+    The session turns it into a `failed` response whose error message is `str(exc)`.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 class Responder(Protocol):
     """Writes one response. Cancellation arrives as `asyncio.CancelledError` (barge-in)."""
 
