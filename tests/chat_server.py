@@ -23,7 +23,8 @@ Behaviour (the same for `stream: true` (SSE) and plain JSON):
 * After a `tool` message the reply uses it: "The <tool name> result is: <output>".
 * `max_tokens` cuts the reply to that many words (finish_reason "length").
 * Special models: "error-<status>" answers that HTTP status with an OpenAI error body;
-  "slow-<seconds>" waits that long before answering; "broken-stream" sends one delta, then an
+  "slow-<seconds>" waits that long before answering; "drip-<seconds>" streams its words that many
+  seconds apart (a reply still being written); "broken-stream" sends one delta, then an
   error event; "no-stream" answers with one JSON completion even when asked to stream.
 
 Requests are recorded (`url.requests`, `url.headers`) so tests can assert on what a client sent.
@@ -209,11 +210,13 @@ class ChatServer:
             yield chunk({"content": "Partial "})
             yield "data: " + json.dumps({"error": {"message": "simulated stream failure", "type": "server_error"}}) + "\n\n"
             return
+        model = str(body.get("model", ""))
+        gap = float(model.split("-", 1)[1]) if model.startswith("drip-") else 0.0
         if "text" in plan:
             words, finish = self._words(body, plan["text"])
             for w in words:
                 yield chunk({"content": w})
-                await asyncio.sleep(0)
+                await asyncio.sleep(gap)
             yield chunk({}, finish)
         else:
             call = plan["tool_call"]

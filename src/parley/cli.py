@@ -16,6 +16,23 @@ def version() -> None:
 
 
 @app.command()
+def engine(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8001, help="Port to listen on."),
+    log_level: str = typer.Option("info", help="uvicorn log level."),
+) -> None:
+    """Run the local realtime engine alone (OpenAI's /v1/realtime endpoints on local models).
+
+    Without PARLEY_ENGINE_API_KEYS it accepts any non-empty key: keep it on loopback.
+    """
+    import uvicorn
+
+    from parley.engine.app import WS_MAX_MESSAGE_BYTES, create_app
+
+    uvicorn.run(create_app(), host=host, port=port, log_level=log_level, ws_max_size=WS_MAX_MESSAGE_BYTES + 1024)
+
+
+@app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
