@@ -23,6 +23,8 @@ class LocalSpeech:
     def warm_up(self) -> None:
         """Load whisper and espeak now, so the first turn does not pay for it."""
         from parley.engine.speech.stt import warm_up
+        from parley.engine.speech.vad import prewarm
 
         warm_up()
         self.tts.synthesize_all("Ready.")
+        prewarm(4)  # sessions then start without ~40 ms of VAD construction on the event loop
