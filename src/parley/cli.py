@@ -38,7 +38,15 @@ def serve(
     port: int = typer.Option(8000, help="Port to listen on."),
 ) -> None:
     """Run the Parley server (the local engine is its default upstream)."""
-    typer.echo(
-        "The Parley server is being built (issue 5): /api/session, /api/calls, recording and the apps.\n"
-        f"Meanwhile `parley engine --host {host} --port {port}` serves the local realtime engine."
-    )
+    from parley.server.app import run
+
+    run(host, port)
+
+
+def _register_client_commands() -> None:
+    from parley.client.cli import register
+
+    register(app)
+
+
+_register_client_commands()
