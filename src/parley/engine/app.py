@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request, WebSocket
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.websockets import WebSocketDisconnect
@@ -27,6 +27,7 @@ from parley.engine.models import LocalSpeech
 from parley.engine.responders.base import Responder
 from parley.engine.runtime import SessionRunner, Speech
 from parley.engine.session import Session
+from parley.engine.webrtc import Call, pin_host_addresses
 from parley.protocol import ids
 from parley.protocol.beta import session_from_beta, session_to_beta
 from parley.protocol.errors import ProtocolError
@@ -94,6 +95,9 @@ class Engine:
         self._responder = responder
         self._secrets: dict[str, ClientSecret] = {}
         self.runners: dict[str, SessionRunner] = {}
+        self.calls: dict[str, Call] = {}
+        if self.settings.ice_hosts:
+            pin_host_addresses(self.settings.ice_hosts)
 
     @property
     def speech(self) -> Speech:
@@ -154,6 +158,20 @@ class Engine:
         self.runners[session.id] = runner
         return runner
 
+    async def start_call(self, config: SessionConfig, offer_sdp: str) -> tuple[Call, str]:
+        """A WebRTC call: returns it and the SDP answer."""
+        call = Call(Session(config, playback="server"), self.new_runner, on_end=self._call_ended)
+        self.calls[call.id] = call
+        try:
+            answer = await call.answer(offer_sdp)
+        except Exception:
+            await call.close("bad_offer")
+            raise
+        return call, answer
+
+    def _call_ended(self, call: Call) -> None:
+        self.calls.pop(call.id, None)
+
 
 def _bearer(value: str | None) -> str | None:
     if value and value.lower().startswith("bearer "):
@@ -172,6 +190,8 @@ def create_app(engine: Engine | None = None) -> FastAPI:
             assert isinstance(speech, LocalSpeech)
             await asyncio.to_thread(speech.warm_up)
         yield
+        for call in list(engine.calls.values()):
+            await call.close("engine_shutdown")
         for runner in list(engine.runners.values()):
             await runner.close("engine_shutdown")
 
@@ -265,6 +285,48 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     async def beta_transcription_sessions(request: Request) -> Any:
         return await _beta_secret(request, "transcription")
 
+    @app.post("/v1/realtime/calls")
+    async def create_call(request: Request) -> Any:
+        try:
+            secret = engine.authenticate(_bearer(request.headers.get("authorization")))
+        except AuthError as exc:
+            return exc.response()
+        offer, session_part = await _read_offer(request)
+        if isinstance(offer, JSONResponse):
+            return offer
+        if not offer.lstrip().startswith("v=0") or "m=" not in offer:
+            return openai_error(400, "The body is not an SDP offer (expected 'v=0' and media sections).",
+                                code="invalid_offer", param="sdp")
+        try:
+            if session_part is not None:
+                config = parse_session(session_part)
+            elif secret is not None:
+                config = secret.config
+            else:
+                config = RealtimeSessionConfig()
+        except ProtocolError as exc:
+            return openai_error(400, exc.message, code=exc.code, param=exc.param)
+        try:
+            call, answer = await engine.start_call(config, offer)
+        except Exception as exc:  # aiortc rejects offers it cannot answer
+            log.info("offer refused: %s", exc)
+            return openai_error(400, f"Could not answer the SDP offer: {exc}", code="invalid_offer", param="sdp")
+        return Response(answer, status_code=201, media_type="application/sdp",
+                        headers={"Location": f"/v1/realtime/calls/{call.id}"})
+
+    @app.post("/v1/realtime/calls/{call_id}/hangup")
+    async def hangup(call_id: str, request: Request) -> Any:
+        try:
+            engine.authenticate(_bearer(request.headers.get("authorization")))
+        except AuthError as exc:
+            return exc.response()
+        call = engine.calls.get(call_id)
+        if call is None:
+            return openai_error(404, f"No call found with id '{call_id}'.", code="call_id_not_found",
+                                param="call_id")
+        await call.close("hangup")
+        return {}
+
     @app.get("/v1/realtime/healthz")
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "sessions": len(engine.runners)}
@@ -284,7 +346,12 @@ def create_app(engine: Engine | None = None) -> FastAPI:
             return
         params = websocket.query_params
         if params.get("call_id"):
-            await _deny_unknown_call(websocket, params["call_id"])
+            call = engine.calls.get(params["call_id"])
+            if call is None:
+                await _deny_unknown_call(websocket, params["call_id"])
+                return
+            await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
+            await _sideband(websocket, call)
             return
         config: SessionConfig
         if secret is not None:
@@ -326,6 +393,75 @@ def create_app(engine: Engine | None = None) -> FastAPI:
             404, "No session found for the provided call_id", code="call_id_not_found", param="call_id"))
 
     return app
+
+
+MAX_OFFER_BYTES = 64 * 1024
+
+
+async def _read_offer(request: Request) -> tuple[str | JSONResponse, Any]:
+    """The SDP offer and (multipart only) the session part, from either body the SDK or a browser sends."""
+    kind = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        try:
+            form = await request.form(max_part_size=MAX_OFFER_BYTES)
+        except Exception as exc:
+            return openai_error(400, f"Could not read the multipart body: {exc}", code="invalid_body"), None
+        sdp, session = form.get("sdp"), form.get("session")
+        if sdp is None:
+            return openai_error(400, "Missing required parameter: 'sdp'.", code="missing_required_parameter",
+                                param="sdp"), None
+        sdp_text = (await sdp.read()).decode("utf-8", "replace") if not isinstance(sdp, str) else sdp
+        if session is None:
+            return sdp_text, None
+        raw = (await session.read()).decode("utf-8", "replace") if not isinstance(session, str) else session
+        try:
+            return sdp_text, json.loads(raw)
+        except ValueError:
+            return openai_error(400, "The 'session' part is not valid JSON.", code="invalid_json",
+                                param="session"), None
+    body = await request.body()
+    if len(body) > MAX_OFFER_BYTES:
+        return openai_error(413, "The SDP offer is too large.", code="invalid_offer", param="sdp"), None
+    return body.decode("utf-8", "replace"), None
+
+
+async def _sideband(websocket: WebSocket, call: Call) -> None:
+    """A server's control connection to a live call: every event out, client events in."""
+    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+    stop = call.runner.listen(queue.put_nowait)
+    from parley.protocol import events as ev
+
+    queue.put_nowait(ev.session_created(call.session.resource()))
+
+    async def pump_out() -> None:
+        while (event := await queue.get()) is not None:
+            await websocket.send_text(json.dumps(event, separators=(",", ":")))
+
+    async def end_with_call() -> None:
+        await call.ended.wait()
+        queue.put_nowait(None)
+
+    sender = asyncio.create_task(pump_out())
+    watcher = asyncio.create_task(end_with_call())
+    try:
+        while True:
+            receive = asyncio.ensure_future(websocket.receive())
+            done, _ = await asyncio.wait({receive, sender}, return_when=asyncio.FIRST_COMPLETED)
+            if sender in done:
+                receive.cancel()
+                break
+            message = receive.result()
+            if message["type"] == "websocket.disconnect":
+                break
+            call.runner.feed(message.get("text") or message.get("bytes") or b"")
+    except WebSocketDisconnect:
+        pass
+    finally:
+        stop()
+        watcher.cancel()
+        sender.cancel()
+        with contextlib.suppress(Exception):
+            await websocket.close(code=1000, reason=call.end_reason or "")
 
 
 async def _close_when_done(websocket: WebSocket, runner: SessionRunner) -> None:

@@ -1,0 +1,147 @@
+"""A WebRTC peer for tests: an aiortc client that speaks PCM and listens to the agent."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import json
+import time
+from typing import Any
+
+import numpy as np
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+from av import AudioFrame
+
+from parley.audio.levels import dbfs
+from parley.audio.pcm import SAMPLE_RATE
+
+FRAME = SAMPLE_RATE // 50  # 20 ms
+
+
+class PcmTrack(MediaStreamTrack):
+    """A microphone that plays queued float32 24 kHz audio in real time, silence otherwise."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._start: float | None = None
+        self._ts = 0
+        self.speech_end_at: float | None = None  # monotonic time the last queued audio went out
+
+    def say(self, pcm: np.ndarray) -> None:
+        self._pending = np.concatenate([self._pending, pcm.astype(np.float32)])
+        self.speech_end_at = None
+
+    @property
+    def busy(self) -> bool:
+        return self._pending.size > 0
+
+    async def recv(self) -> AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        else:
+            self._ts += FRAME
+            wait = self._start + self._ts / SAMPLE_RATE - now
+            if wait > 0:
+                await asyncio.sleep(wait)
+        chunk = self._pending[:FRAME]
+        self._pending = self._pending[FRAME:]
+        if chunk.size and not self._pending.size:
+            self.speech_end_at = time.monotonic()
+        out = np.zeros(FRAME, dtype=np.float32)
+        out[: chunk.size] = chunk
+        frame = AudioFrame.from_ndarray((out * 32767).astype(np.int16).reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = self._ts
+        frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
+        return frame
+
+
+class RtcPeer:
+    """Offer, data channel `oai-events`, a speaking microphone and a listening ear."""
+
+    def __init__(self) -> None:
+        self.pc = RTCPeerConnection()
+        self.mic = PcmTrack()
+        self.pc.addTrack(self.mic)
+        self.channel = self.pc.createDataChannel("oai-events")
+        self.events: list[dict[str, Any]] = []
+        self.event_times: list[float] = []
+        self._new_event = asyncio.Event()
+        self.opened = asyncio.Event()
+        # (monotonic time, dBFS) of every 20 ms of agent audio received
+        self.heard: list[tuple[float, float]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+        @self.channel.on("open")
+        def _open() -> None:
+            self.opened.set()
+
+        @self.channel.on("message")
+        def _message(message: str) -> None:
+            self.events.append(json.loads(message))
+            self.event_times.append(time.monotonic())
+            self._new_event.set()
+
+        @self.pc.on("track")
+        def _track(track: MediaStreamTrack) -> None:
+            self._tasks.append(asyncio.ensure_future(self._listen(track)))
+
+    async def _listen(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            data = frame.to_ndarray().astype(np.float32).reshape(-1) / 32768
+            self.heard.append((time.monotonic(), dbfs(data)))
+
+    async def offer(self) -> str:
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return str(self.pc.localDescription.sdp)
+
+    async def answer(self, sdp: str) -> None:
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        await asyncio.wait_for(self.opened.wait(), 15)
+
+    def send(self, event: dict[str, Any]) -> None:
+        self.channel.send(json.dumps(event))
+
+    async def wait_for(self, predicate: Any, timeout: float = 30.0, start: int = 0) -> dict[str, Any]:
+        """The first event from index `start` on that satisfies `predicate`."""
+        deadline = time.monotonic() + timeout
+        index = start
+        while True:
+            while index < len(self.events):
+                if predicate(self.events[index]):
+                    return self.events[index]
+                index += 1
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no matching event in {[e['type'] for e in self.events[start:]]}")
+            self._new_event.clear()
+            try:
+                await asyncio.wait_for(self._new_event.wait(), left)
+            except TimeoutError:
+                pass
+
+    def first_audible_after(self, t: float, threshold_dbfs: float = -45.0) -> float | None:
+        for when, level in self.heard:
+            if when >= t and level > threshold_dbfs:
+                return when
+        return None
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await self.pc.close()
+
+
+def of_type(*types: str) -> Any:
+    return lambda e: e["type"] in types
