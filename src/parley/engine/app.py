@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request, WebSocket
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -197,6 +198,10 @@ def create_app(engine: Engine | None = None) -> FastAPI:
 
     app = FastAPI(title="Parley local realtime engine", lifespan=lifespan)
     app.state.engine = engine
+    # Like OpenAI's API: browsers on any origin may call with a bearer key (no cookies are used),
+    # and must be able to read the call id from `Location`.
+    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST"],
+                       allow_headers=["Authorization", "Content-Type", "OpenAI-Beta"], expose_headers=["Location"])
 
     async def _json_body(request: Request) -> dict[str, Any] | JSONResponse:
         raw = await request.body()

@@ -1,0 +1,43 @@
+"""Headless Chromium (Debian's, never a downloaded one) driven by Playwright, with a fake microphone."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def chromium_args(fake_audio: Path | None) -> list[str]:
+    args = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
+    ]
+    if fake_audio is not None:
+        args.append(f"--use-file-for-fake-audio-capture={fake_audio}")
+    return args
+
+
+def require_chromium() -> None:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (scripts/setup --test installs it as root)")
+
+
+@asynccontextmanager
+async def browser(fake_audio: Path | None = None, *, extra_args: list[str] | None = None) -> AsyncIterator[Any]:
+    require_chromium()
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=CHROMIUM, args=chromium_args(fake_audio) + (extra_args or []))
+        try:
+            yield b
+        finally:
+            await b.close()
