@@ -97,6 +97,7 @@ class Engine:
         self._secrets: dict[str, ClientSecret] = {}
         self.runners: dict[str, SessionRunner] = {}
         self.calls: dict[str, Call] = {}
+        self.late_frames = 0  # agent audio frames sent more than a frame late, over ended calls
         if self.settings.ice_hosts:
             pin_host_addresses(self.settings.ice_hosts)
 
@@ -172,6 +173,7 @@ class Engine:
 
     def _call_ended(self, call: Call) -> None:
         self.calls.pop(call.id, None)
+        self.late_frames += call.track.late_frames
 
 
 def _bearer(value: str | None) -> str | None:
@@ -334,7 +336,8 @@ def create_app(engine: Engine | None = None) -> FastAPI:
 
     @app.get("/v1/realtime/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "sessions": len(engine.runners)}
+        late = engine.late_frames + sum(call.track.late_frames for call in engine.calls.values())
+        return {"status": "ok", "sessions": len(engine.runners), "calls": len(engine.calls), "late_frames": late}
 
     @app.websocket("/v1/realtime")
     async def realtime(websocket: WebSocket) -> None:
