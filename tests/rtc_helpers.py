@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import fractions
 import json
 import time
 from typing import Any
@@ -11,24 +10,17 @@ from typing import Any
 import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
-from av import AudioFrame
 
 from parley.audio.levels import dbfs
-from parley.audio.pcm import SAMPLE_RATE
-
-FRAME = SAMPLE_RATE // 50  # 20 ms
+from parley.engine.webrtc import FRAME_SAMPLES, PacedAudioTrack
 
 
-class PcmTrack(MediaStreamTrack):
+class PcmTrack(PacedAudioTrack):
     """A microphone that plays queued float32 24 kHz audio in real time, silence otherwise."""
-
-    kind = "audio"
 
     def __init__(self) -> None:
         super().__init__()
         self._pending = np.zeros(0, dtype=np.float32)
-        self._start: float | None = None
-        self._ts = 0
         self.speech_end_at: float | None = None  # monotonic time the last queued audio went out
 
     def say(self, pcm: np.ndarray) -> None:
@@ -39,28 +31,14 @@ class PcmTrack(MediaStreamTrack):
     def busy(self) -> bool:
         return self._pending.size > 0
 
-    async def recv(self) -> AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now
-        else:
-            self._ts += FRAME
-            wait = self._start + self._ts / SAMPLE_RATE - now
-            if wait > 0:
-                await asyncio.sleep(wait)
-        chunk = self._pending[:FRAME]
-        self._pending = self._pending[FRAME:]
+    def _next_samples(self) -> np.ndarray:
+        chunk = self._pending[:FRAME_SAMPLES]
+        self._pending = self._pending[FRAME_SAMPLES:]
         if chunk.size and not self._pending.size:
             self.speech_end_at = time.monotonic()
-        out = np.zeros(FRAME, dtype=np.float32)
+        out = np.zeros(FRAME_SAMPLES, dtype=np.float32)
         out[: chunk.size] = chunk
-        frame = AudioFrame.from_ndarray((out * 32767).astype(np.int16).reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = SAMPLE_RATE
-        frame.pts = self._ts
-        frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
-        return frame
+        return out
 
 
 class RtcPeer:

@@ -60,13 +60,47 @@ def pin_host_addresses(hosts: list[str]) -> None:
     aioice.ice.get_host_addresses = get_host_addresses
 
 
-class AgentAudioTrack(MediaStreamTrack):
+class PacedAudioTrack(MediaStreamTrack):
+    """An audio track that sends 20 ms frames at 24 kHz in real time; subclasses say what to play."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._start: float | None = None
+        self._timestamp = 0
+        self.late_frames = 0  # frames produced more than one frame late (audible stutter)
+
+    def _next_samples(self) -> FloatArray:
+        return np.zeros(FRAME_SAMPLES, dtype=np.float32)
+
+    async def recv(self) -> AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        else:
+            self._timestamp += FRAME_SAMPLES
+            wait = self._start + self._timestamp / SAMPLE_RATE - now
+            if wait > 0:
+                await asyncio.sleep(wait)
+            elif wait < -FRAME_MS / 1000:
+                self.late_frames += 1
+        samples = self._next_samples()
+        frame = AudioFrame.from_ndarray(
+            (np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16).reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = self._timestamp
+        frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
+        return frame
+
+
+class AgentAudioTrack(PacedAudioTrack):
     """The agent's voice, played in real time: 20 ms frames, silence when there is nothing to say.
 
     It knows what was actually played, per item, so barge-in can truncate at that point.
     """
-
-    kind = "audio"
 
     def __init__(self, on_drained: Callable[[str], None]) -> None:
         super().__init__()
@@ -75,9 +109,6 @@ class AgentAudioTrack(MediaStreamTrack):
         self._finished: set[str] = set()
         self._current: tuple[str, str] | None = None  # (response_id, item_id) last played
         self._played: dict[str, int] = {}  # item_id -> samples played
-        self._start: float | None = None
-        self._timestamp = 0
-        self.late_frames = 0  # frames produced more than one frame late (stutter)
 
     def enqueue(self, response_id: str, item_id: str, pcm: FloatArray) -> None:
         if pcm.size:
@@ -107,7 +138,7 @@ class AgentAudioTrack(MediaStreamTrack):
         self._finished.discard(response_id)
         self._on_drained(response_id)
 
-    def _next_samples(self) -> np.ndarray:
+    def _next_samples(self) -> FloatArray:
         out = np.zeros(FRAME_SAMPLES, dtype=np.float32)
         filled = 0
         while filled < FRAME_SAMPLES and self._queue:
@@ -124,27 +155,6 @@ class AgentAudioTrack(MediaStreamTrack):
         if not self._queue and self._current is not None and self._current[0] in self._finished:
             self._drained()
         return out
-
-    async def recv(self) -> AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now
-        else:
-            self._timestamp += FRAME_SAMPLES
-            wait = self._start + self._timestamp / SAMPLE_RATE - now
-            if wait > 0:
-                await asyncio.sleep(wait)
-            elif wait < -FRAME_MS / 1000:
-                self.late_frames += 1
-        samples = self._next_samples()
-        frame = AudioFrame.from_ndarray(
-            (np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16).reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = SAMPLE_RATE
-        frame.pts = self._timestamp
-        frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
-        return frame
 
 
 def _mono_float(frame: AudioFrame) -> FloatArray:

@@ -1,0 +1,646 @@
+// parley.js: a small browser client for realtime voice calls (OpenAI Realtime protocol over WebRTC).
+// Plain ES module, no build step, no framework. Two ways to connect:
+//   mode "server" (default): the browser's SDP offer goes to the Parley server (POST /api/calls),
+//     which holds the agent's configuration and the real key, and records the call;
+//   mode "direct": the server mints an ephemeral key (POST /api/session) and the browser posts its
+//     offer straight to the upstream's /v1/realtime/calls (the seeds' flow).
+//
+//   import { RealtimeCall } from "/static/parley.js";
+//   const call = new RealtimeCall({ persona: "negotiator/sarah" });
+//   call.addEventListener("change", () => render(call.state));
+//   await call.connect();
+
+const GA_NAMES = {
+  // beta -> GA, so both are understood
+  "response.text.delta": "response.output_text.delta",
+  "response.text.done": "response.output_text.done",
+  "response.audio.delta": "response.output_audio.delta",
+  "response.audio.done": "response.output_audio.done",
+  "response.audio_transcript.delta": "response.output_audio_transcript.delta",
+  "response.audio_transcript.done": "response.output_audio_transcript.done",
+  "conversation.item.created": "conversation.item.added",
+};
+
+export class CallError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.code = code;
+  }
+}
+
+/** Why this browser cannot make a call, or null when it can. */
+export function unsupportedReason() {
+  const local = ["localhost", "127.0.0.1", "[::1]"].includes(location.hostname);
+  if (!window.isSecureContext && !local) {
+    return new CallError("insecure_origin",
+      "The microphone only works on a secure page: open this app over https (or on localhost).");
+  }
+  if (!window.RTCPeerConnection) {
+    return new CallError("no_webrtc", "This browser cannot make WebRTC calls. Try a current Chrome, Edge, Firefox or Safari.");
+  }
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    return new CallError("no_microphone_api", "This browser gives no access to a microphone.");
+  }
+  return null;
+}
+
+function microphoneError(err) {
+  const name = err && err.name;
+  if (name === "NotAllowedError" || name === "SecurityError") {
+    return new CallError("permission_denied",
+      "Microphone access was denied. Allow the microphone for this site (the icon in the address bar) and try again.");
+  }
+  if (name === "NotFoundError" || name === "OverconstrainedError") {
+    return new CallError("no_microphone", "No microphone was found. Plug one in or pick another input device.");
+  }
+  if (name === "NotReadableError") {
+    return new CallError("microphone_busy", "The microphone is in use by another application or could not be opened.");
+  }
+  return new CallError("microphone_error", `Could not open the microphone: ${err && err.message ? err.message : err}`);
+}
+
+/** RMS level (0..1) of an AnalyserNode, for meters and the latency detector. */
+function level(analyser, buffer) {
+  analyser.getFloatTimeDomainData(buffer);
+  let sum = 0;
+  for (let i = 0; i < buffer.length; i++) sum += buffer[i] * buffer[i];
+  return Math.sqrt(sum / buffer.length);
+}
+
+/**
+ * The mouth-to-ear latency meter: the time from the end of the user's speech (a local level
+ * detector on the microphone) to the first audible agent audio (the same on the agent's track).
+ */
+class LatencyMeter {
+  constructor({ speechLevel = 0.02, hangoverMs = 250 } = {}) {
+    this.speechLevel = speechLevel;
+    this.hangoverMs = hangoverMs;
+    this.userSpeaking = false;
+    this.lastVoice = 0;
+    this.speechEnd = null;
+    this.agentAudible = false;
+  }
+
+  // Called every tick with both levels; returns a latency in ms when a turn completes.
+  update(now, mic, agent) {
+    let result = null;
+    const agentNow = agent > this.speechLevel;
+    if (mic > this.speechLevel && !agentNow) {
+      this.userSpeaking = true;
+      this.lastVoice = now;
+      this.speechEnd = null;
+    } else if (this.userSpeaking && now - this.lastVoice > this.hangoverMs) {
+      this.userSpeaking = false;
+      this.speechEnd = this.lastVoice;
+    }
+    if (agentNow && !this.agentAudible && this.speechEnd !== null) {
+      result = Math.round(now - this.speechEnd);
+      this.speechEnd = null;
+    }
+    this.agentAudible = agentNow;
+    return result;
+  }
+}
+
+export class RealtimeCall extends EventTarget {
+  constructor(options = {}) {
+    super();
+    this.options = {
+      mode: "server",
+      persona: null,
+      apiBase: "",
+      audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+      deviceId: null,
+      pushToTalk: false,
+      volume: 1,
+      reconnectAttempts: 2,
+      meterIntervalMs: 50,
+      ...options,
+    };
+    this.state = this._initialState();
+    this.pc = null;
+    this.dc = null;
+    this.stream = null;
+    this.audioElement = options.audioElement || null;
+    this._closing = false;
+    this._retries = 0;
+    this._talking = false;
+  }
+
+  _initialState() {
+    return {
+      status: "disconnected", // disconnected | connecting | connected | reconnecting
+      callId: null,
+      agentSpeaking: false,
+      userSpeaking: false,
+      muted: false,
+      pushToTalk: this.options ? this.options.pushToTalk : false,
+      items: [], // transcript in conversation (speech) order
+      errors: [],
+      latencies: [], // mouth-to-ear ms per turn
+      levels: { mic: 0, agent: 0 },
+      usage: { responses: 0, inputTokens: 0, outputTokens: 0 },
+      session: null,
+    };
+  }
+
+  // -- connecting --------------------------------------------------------------------------
+
+  async connect() {
+    const unsupported = unsupportedReason();
+    if (unsupported) throw this._fail(unsupported);
+    this._closing = false;
+    this._set({ status: this.state.status === "reconnecting" ? "reconnecting" : "connecting", errors: [] });
+    try {
+      this.stream = await this._openMicrophone();
+    } catch (err) {
+      throw this._fail(microphoneError(err));
+    }
+    try {
+      await this._startPeer();
+    } catch (err) {
+      this._teardown();
+      throw this._fail(err instanceof CallError ? err : new CallError("connect_failed", String(err.message || err)));
+    }
+    return this;
+  }
+
+  async _openMicrophone() {
+    const audio = { ...this.options.audio };
+    if (this.options.deviceId) audio.deviceId = { exact: this.options.deviceId };
+    return navigator.mediaDevices.getUserMedia({ audio });
+  }
+
+  async _startPeer() {
+    const pc = new RTCPeerConnection();
+    this.pc = pc;
+    if (!this.audioElement) {
+      this.audioElement = document.createElement("audio");
+      this.audioElement.autoplay = true;
+      this.audioElement.style.display = "none";
+      document.body.appendChild(this.audioElement);
+    }
+    this.audioElement.volume = this.options.volume;
+    pc.ontrack = (e) => {
+      // Played through the WebRTC track, so the browser's echo canceller hears it too.
+      this.audioElement.srcObject = e.streams[0] || new MediaStream([e.track]);
+      this._meter("agent", this.audioElement.srcObject);
+    };
+    for (const track of this.stream.getTracks()) pc.addTrack(track, this.stream);
+    this._meter("mic", this.stream);
+    this._applyMute();
+    pc.oniceconnectionstatechange = () => {
+      if (pc.iceConnectionState === "failed") this._lost("The connection failed (ICE).");
+    };
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === "failed") this._lost("The connection failed.");
+    };
+    const dc = pc.createDataChannel("oai-events");
+    this.dc = dc;
+    dc.onopen = () => {
+      this._retries = 0;
+      this._set({ status: "connected" });
+      if (this.state.pushToTalk) this._sendTurnDetection(null);
+    };
+    dc.onclose = () => {
+      if (!this._closing) this._lost("The call's event channel closed.");
+    };
+    dc.onmessage = (e) => {
+      let event;
+      try {
+        event = JSON.parse(e.data);
+      } catch {
+        return;
+      }
+      this._handle(event);
+    };
+    const offer = await pc.createOffer();
+    await pc.setLocalDescription(offer);
+    const { sdp, callId } = this.options.mode === "direct" ? await this._directOffer(offer.sdp) : await this._serverOffer(offer.sdp);
+    this._set({ callId });
+    await pc.setRemoteDescription({ type: "answer", sdp });
+  }
+
+  async _serverOffer(offerSdp) {
+    const params = new URLSearchParams();
+    if (this.options.persona) params.set("persona", this.options.persona);
+    const r = await fetch(`${this.options.apiBase}/api/calls?${params}`, {
+      method: "POST",
+      body: offerSdp,
+      headers: { "Content-Type": "application/sdp" },
+      credentials: "same-origin",
+    });
+    return this._readAnswer(r, "the Parley server");
+  }
+
+  async _directOffer(offerSdp) {
+    const r = await fetch(`${this.options.apiBase}/api/session`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ persona: this.options.persona }),
+      credentials: "same-origin",
+    });
+    if (!r.ok) throw await this._httpError(r, "the Parley server");
+    const session = await r.json();
+    this.ephemeralKey = session.value;
+    const callsUrl = new URL(session.calls_url, location.href).href;
+    const answer = await fetch(callsUrl, {
+      method: "POST",
+      body: offerSdp,
+      headers: { Authorization: `Bearer ${session.value}`, "Content-Type": "application/sdp" },
+    });
+    return this._readAnswer(answer, "the realtime service");
+  }
+
+  async _readAnswer(r, who) {
+    if (!r.ok) throw await this._httpError(r, who);
+    const type = r.headers.get("Content-Type") || "";
+    if (type.includes("application/json")) {
+      const body = await r.json();
+      return { sdp: body.sdp, callId: body.call_id || body.id || null };
+    }
+    const location = r.headers.get("Location") || "";
+    return { sdp: await r.text(), callId: r.headers.get("X-Call-Id") || location.split("/").pop() || null };
+  }
+
+  async _httpError(r, who) {
+    let message = `${who} answered ${r.status}`;
+    try {
+      const body = await r.json();
+      const detail = body.error ? body.error.message || body.error : body.detail;
+      if (detail) message = typeof detail === "string" ? detail : JSON.stringify(detail);
+    } catch {
+      /* not JSON */
+    }
+    const code = r.status === 429 ? "rate_limited" : r.status === 401 || r.status === 403 ? "unauthorized" : "http_error";
+    const err = new CallError(code, message);
+    err.status = r.status;
+    err.retryAfter = Number(r.headers.get("Retry-After")) || null;
+    return err;
+  }
+
+  _lost(reason) {
+    if (this._closing || this.state.status === "reconnecting") return;
+    this._teardown();
+    if (this._retries < this.options.reconnectAttempts) {
+      this._retries += 1;
+      this._set({ status: "reconnecting" });
+      this._error(new CallError("connection_lost", `${reason} Reconnecting (attempt ${this._retries})...`));
+      setTimeout(() => this.connect().catch(() => {}), 500 * 2 ** (this._retries - 1));
+    } else {
+      this._fail(new CallError("connection_lost", `${reason} Please start the call again.`));
+    }
+  }
+
+  _fail(err) {
+    this._error(err);
+    this._set({ status: "disconnected", agentSpeaking: false });
+    return err;
+  }
+
+  _error(err) {
+    this.state.errors = [...this.state.errors, { code: err.code || "error", message: err.message }].slice(-20);
+    this.dispatchEvent(new CustomEvent("error", { detail: err }));
+    this._changed();
+  }
+
+  disconnect() {
+    this._closing = true;
+    this._teardown();
+    this._set({ status: "disconnected", agentSpeaking: false, userSpeaking: false });
+  }
+
+  _teardown() {
+    clearInterval(this._ticker);
+    this._ticker = null;
+    if (this.dc) this.dc.close();
+    if (this.pc) this.pc.close();
+    if (this.stream) this.stream.getTracks().forEach((t) => t.stop());
+    if (this._audioContext) this._audioContext.close();
+    this._audioContext = null;
+    this._analysers = {};
+    this.dc = this.pc = this.stream = null;
+  }
+
+  // -- sending -----------------------------------------------------------------------------
+
+  sendClientEvent(event) {
+    if (!this.dc || this.dc.readyState !== "open") {
+      this._error(new CallError("not_connected", "The call is not connected."));
+      return false;
+    }
+    this.dc.send(JSON.stringify(event));
+    this.dispatchEvent(new CustomEvent("sent", { detail: event }));
+    return true;
+  }
+
+  sendText(text) {
+    const words = String(text || "").trim();
+    if (!words) return false;
+    if (this.state.agentSpeaking) this.interrupt();
+    return this.sendClientEvent({
+      type: "conversation.item.create",
+      item: { type: "message", role: "user", content: [{ type: "input_text", text: words }] },
+    }) && this.sendClientEvent({ type: "response.create" });
+  }
+
+  /** Stop the agent now (a manual barge-in). */
+  interrupt() {
+    if (this._activeResponse) this.sendClientEvent({ type: "response.cancel" });
+    this.sendClientEvent({ type: "output_audio_buffer.clear" });
+  }
+
+  setMuted(muted) {
+    this._set({ muted: Boolean(muted) });
+    this._applyMute();
+  }
+
+  _applyMute() {
+    if (!this.stream) return;
+    // With push-to-talk the microphone is live only while the button is held.
+    const live = !this.state.muted && (!this.state.pushToTalk || this._talking);
+    this.stream.getAudioTracks().forEach((t) => (t.enabled = live));
+  }
+
+  setPushToTalk(on) {
+    this._set({ pushToTalk: Boolean(on) });
+    this._applyMute();
+    if (this.dc && this.dc.readyState === "open") {
+      this._sendTurnDetection(on ? null : { type: "server_vad" });
+    }
+  }
+
+  _sendTurnDetection(turnDetection) {
+    this.sendClientEvent({
+      type: "session.update",
+      session: { type: "realtime", audio: { input: { turn_detection: turnDetection } } },
+    });
+  }
+
+  /** Push-to-talk: start a manual turn (hold). */
+  startTalking() {
+    if (!this.state.pushToTalk) return;
+    if (this.state.agentSpeaking) this.interrupt();
+    this._talking = true;
+    this.sendClientEvent({ type: "input_audio_buffer.clear" });
+    this._applyMute();
+    this._set({ userSpeaking: true });
+  }
+
+  /** Push-to-talk: end the turn (release): commit what was said and ask for an answer. */
+  stopTalking() {
+    if (!this.state.pushToTalk || !this._talking) return;
+    this._talking = false;
+    // The last 20-100 ms of speech are still on their way over RTP.
+    setTimeout(() => {
+      this._applyMute();
+      this.sendClientEvent({ type: "input_audio_buffer.commit" });
+      this.sendClientEvent({ type: "response.create" });
+      this._set({ userSpeaking: false });
+    }, 250);
+  }
+
+  setVolume(volume) {
+    this.options.volume = Math.max(0, Math.min(1, Number(volume)));
+    if (this.audioElement) this.audioElement.volume = this.options.volume;
+  }
+
+  /** Headsets need no echo cancellation; turning it off gives cleaner speech. */
+  async setAudioProcessing(on) {
+    this.options.audio = { echoCancellation: on, noiseSuppression: on, autoGainControl: on };
+    if (this.pc) await this._replaceMicrophone();
+  }
+
+  async listMicrophones() {
+    const devices = await navigator.mediaDevices.enumerateDevices();
+    return devices.filter((d) => d.kind === "audioinput").map((d) => ({
+      deviceId: d.deviceId,
+      label: d.label || "Microphone",
+      // Aggregate and virtual devices (seed 003) can carry no voice or confuse the VAD.
+      virtual: /aggregate|virtual|loopback|blackhole|soundflower|mixed|stereo mix|monitor/i.test(d.label || ""),
+    }));
+  }
+
+  async setMicrophone(deviceId) {
+    this.options.deviceId = deviceId || null;
+    if (this.pc) await this._replaceMicrophone();
+  }
+
+  async _replaceMicrophone() {
+    let stream;
+    try {
+      stream = await this._openMicrophone();
+    } catch (err) {
+      this._error(microphoneError(err));
+      return;
+    }
+    const track = stream.getAudioTracks()[0];
+    const sender = this.pc.getSenders().find((s) => s.track && s.track.kind === "audio");
+    if (sender) await sender.replaceTrack(track);
+    if (this.stream) this.stream.getTracks().forEach((t) => t.stop());
+    this.stream = stream;
+    this._meter("mic", stream);
+    this._applyMute();
+  }
+
+  // -- levels and latency -------------------------------------------------------------------
+
+  _meter(which, stream) {
+    try {
+      this._audioContext = this._audioContext || new AudioContext();
+      this._analysers = this._analysers || {};
+      const source = this._audioContext.createMediaStreamSource(stream);
+      const analyser = this._audioContext.createAnalyser();
+      analyser.fftSize = 1024;
+      source.connect(analyser); // analysed only, never played: the <audio> element plays the agent
+      this._analysers[which] = { analyser, buffer: new Float32Array(analyser.fftSize) };
+    } catch {
+      return; // no Web Audio: no meters, the call still works
+    }
+    if (!this._ticker) {
+      this._latency = new LatencyMeter();
+      this._ticker = setInterval(() => this._tick(), this.options.meterIntervalMs);
+    }
+  }
+
+  _tick() {
+    if (this._audioContext && this._audioContext.state === "suspended") this._audioContext.resume();
+    const a = this._analysers || {};
+    const mic = a.mic && !this.state.muted ? level(a.mic.analyser, a.mic.buffer) : 0;
+    const agent = a.agent ? level(a.agent.analyser, a.agent.buffer) : 0;
+    this.state.levels = { mic, agent };
+    const ms = this._latency.update(performance.now(), mic, agent);
+    if (ms !== null && ms < 10000) {
+      this.state.latencies = [...this.state.latencies, ms].slice(-50);
+      this.dispatchEvent(new CustomEvent("latency", { detail: ms }));
+    }
+    this.dispatchEvent(new CustomEvent("levels", { detail: this.state.levels }));
+  }
+
+  // -- server events -> state ------------------------------------------------------------------
+
+  _handle(raw) {
+    const event = { ...raw, type: GA_NAMES[raw.type] || raw.type };
+    this.dispatchEvent(new CustomEvent("event", { detail: event }));
+    switch (event.type) {
+      case "session.created":
+      case "session.updated":
+        this.state.session = event.session;
+        break;
+      case "input_audio_buffer.speech_started":
+        this.state.userSpeaking = true;
+        this._upsert(event.item_id, { role: "user", status: "in_progress", speaking: true });
+        break;
+      case "input_audio_buffer.speech_stopped":
+        this.state.userSpeaking = false;
+        this._upsert(event.item_id, { speaking: false });
+        break;
+      case "conversation.item.added":
+      case "conversation.item.done":
+        this._itemFromServer(event.item, event.previous_item_id, event.type.endsWith("done"));
+        break;
+      case "conversation.item.input_audio_transcription.delta":
+        this._append(event.item_id, event.delta, "user");
+        break;
+      case "conversation.item.input_audio_transcription.completed":
+        this._upsert(event.item_id, { role: "user", text: event.transcript || "", status: "completed" });
+        break;
+      case "conversation.item.input_audio_transcription.failed":
+        this._upsert(event.item_id, { role: "user", status: "completed", text: "(not understood)" });
+        break;
+      case "response.created":
+        this._activeResponse = event.response.id;
+        break;
+      case "response.output_audio_transcript.delta":
+      case "response.output_text.delta":
+        this._append(event.item_id, event.delta, "assistant", event.response_id);
+        break;
+      case "response.output_audio_transcript.done":
+        this._upsert(event.item_id, { text: event.transcript });
+        break;
+      case "response.output_text.done":
+        this._upsert(event.item_id, { text: event.text });
+        break;
+      case "response.done":
+        this._responseDone(event.response);
+        break;
+      case "conversation.item.truncated":
+        this._upsert(event.item_id, { status: "interrupted", heardMs: event.audio_end_ms });
+        break;
+      case "conversation.item.deleted":
+        this.state.items = this.state.items.filter((i) => i.id !== event.item_id);
+        break;
+      case "output_audio_buffer.started":
+        this.state.agentSpeaking = true;
+        break;
+      case "output_audio_buffer.stopped":
+      case "output_audio_buffer.cleared":
+        this.state.agentSpeaking = false;
+        break;
+      case "error":
+        this._error(new CallError(event.error.code || event.error.type, event.error.message));
+        return;
+      default:
+        break;
+    }
+    this._changed();
+  }
+
+  _responseDone(response) {
+    if (this._activeResponse === response.id) this._activeResponse = null;
+    const usage = response.usage;
+    if (usage) {
+      const u = this.state.usage;
+      this.state.usage = {
+        responses: u.responses + 1,
+        inputTokens: u.inputTokens + (usage.input_tokens || 0),
+        outputTokens: u.outputTokens + (usage.output_tokens || 0),
+      };
+    }
+    for (const item of response.output || []) {
+      if (item.type !== "message") continue;
+      const interrupted = response.status === "cancelled" || item.status === "incomplete";
+      const patch = { status: interrupted ? "interrupted" : "completed", responseId: response.id };
+      const part = (item.content || [])[0];
+      const text = part && (part.transcript || part.text);
+      if (text) patch.text = text;
+      this._upsert(item.id, patch);
+    }
+    this.dispatchEvent(new CustomEvent("response", { detail: response }));
+  }
+
+  _itemFromServer(item, previousId, done) {
+    if (item.type === "function_call") {
+      this._upsert(item.id, { role: "tool", kind: "function_call", name: item.name, text: item.arguments || "", previousId });
+      return;
+    }
+    if (item.type === "function_call_output") {
+      this._upsert(item.id, { role: "tool", kind: "function_call_output", text: item.output || "", previousId, hidden: true });
+      return;
+    }
+    if (item.type !== "message" || item.role === "system") return;
+    const part = (item.content || [])[0] || {};
+    const text = part.text || part.transcript || "";
+    const patch = { role: item.role, previousId };
+    if (text) patch.text = text;
+    if (done && item.role !== "user") patch.status = item.status === "incomplete" ? "interrupted" : "completed";
+    this._upsert(item.id, patch);
+  }
+
+  _append(id, delta, role, responseId) {
+    const item = this._find(id) || this._upsert(id, { role, text: "", status: "in_progress", responseId });
+    item.text = (item.text || "") + (delta || "");
+  }
+
+  _find(id) {
+    return this.state.items.find((i) => i.id === id);
+  }
+
+  _upsert(id, patch) {
+    let item = this._find(id);
+    if (!item) {
+      item = { id, role: patch.role || "assistant", text: "", status: "in_progress", previousId: undefined, at: Date.now() };
+      this.state.items = [...this.state.items, item];
+    }
+    Object.assign(item, Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)));
+    if ("previousId" in patch) this._order();
+    return item;
+  }
+
+  // Conversation order is the server's linked list (previous_item_id): a user's words sit where
+  // they were spoken even when their transcript arrives after the agent's answer.
+  _order() {
+    const items = this.state.items;
+    const byPrev = new Map();
+    const known = new Set(items.map((i) => i.id));
+    for (const item of items) {
+      if (item.previousId === undefined) continue;
+      const key = item.previousId && known.has(item.previousId) ? item.previousId : null;
+      if (!byPrev.has(key)) byPrev.set(key, []);
+      byPrev.get(key).push(item);
+    }
+    const ordered = [];
+    const seen = new Set();
+    const walk = (prev) => {
+      for (const item of (byPrev.get(prev) || []).sort((a, b) => a.at - b.at)) {
+        if (seen.has(item.id)) continue;
+        seen.add(item.id);
+        ordered.push(item);
+        walk(item.id);
+      }
+    };
+    walk(null);
+    // Items the server has not placed yet (a user speaking now) go last, in arrival order.
+    for (const item of items) if (!seen.has(item.id)) ordered.push(item);
+    this.state.items = ordered;
+  }
+
+  _set(patch) {
+    Object.assign(this.state, patch);
+    this._changed();
+  }
+
+  _changed() {
+    this.dispatchEvent(new CustomEvent("change", { detail: this.state }));
+  }
+}
