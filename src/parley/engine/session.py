@@ -66,6 +66,7 @@ NEG_THRESHOLD_GAP = 0.15
 # Buffered audio kept while nobody speaks (the prefix padding comes from here).
 IDLE_KEEP_MS = 2_000
 MAX_BUFFER_MS = 15 * 60 * 1000
+KEEP_FINISHED_RESPONSES = 16
 # semantic_vad has no language model here; eagerness picks a silence window instead.
 SEMANTIC_SILENCE_MS = {"low": 1_200, "medium": 700, "auto": 700, "high": 400}
 
@@ -125,6 +126,7 @@ class _Stt:
     attempt: int = 0
     speculative_until_ms: float | None = None  # audio end of the running speculative attempt
     text: str | None = None
+    error: str | None = None  # a failed speculative attempt, reported once committed
     committed: bool = False
     done: bool = False
     audio_ms: float = 0.0
@@ -160,6 +162,7 @@ class _Response:
     output_audio_samples: int = 0
     input_tokens: tuple[int, int] = (0, 0)  # (text, audio)
     audio_started: bool = False
+    encoder: OutputEncoder | None = None
 
     @property
     def audio(self) -> bool:
@@ -212,9 +215,8 @@ class Session:
         self._turn_item: str | None = None
         self._last_activity: float | None = None  # for idle_timeout_ms, in driver time (s)
         self._playing: str | None = None  # WebRTC: response whose audio is playing
-        self._encoder = OutputEncoder(self._output_format())
-        # assistant item -> (first audio sample, text) of each spoken piece, for truncation
-        self._pieces: dict[str, list[tuple[int, str]]] = {}
+        # assistant item -> how it was spoken (pieces and length), for truncation
+        self._spoken: dict[str, _Message] = {}
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -310,8 +312,6 @@ class Session:
         self.config = new
         if self._input_format() != old_formats[0]:
             self._decoder = InputDecoder(self._input_format())
-        if self._output_format() != old_formats[1]:
-            self._encoder = OutputEncoder(self._output_format())
         if self._turn_detection() is None and self._speaking:
             self._end_speech_state()
         self._emit(ev.session_updated(self.resource()))
@@ -407,7 +407,7 @@ class Session:
         if prob >= threshold - NEG_THRESHOLD_GAP:
             if stt.speculative_until_ms is not None:
                 # Speech resumed: the speculative transcript is stale.
-                stt.speculative_until_ms, stt.text = None, None
+                stt.speculative_until_ms, stt.text, stt.error = None, None, None
                 stt.attempt += 1
             self._last_voice_ms = end_ms
             return
@@ -474,12 +474,12 @@ class Session:
         item = it.message(item_id, "user", [it.input_audio(None)])
         self._insert(item, previous)
         self._audio[item_id] = audio
-        self._emit(ev.conversation_item_added(item, previous))
+        self._emit(ev.conversation_item_added(_copy(item), previous))
         stt = self._stt.setdefault(item_id, _Stt())
         stt.committed = True
         stt.audio_ms = audio.size * 1000 / SAMPLE_RATE
         if stt.text is not None and stt.speculative_until_ms is not None:
-            self._transcript_ready(item_id, stt)
+            self._transcript_ready(item_id, stt, error=stt.error)
         elif stt.speculative_until_ms is None:
             stt.attempt += 1
             self._transcribe(item_id, stt, audio)
@@ -496,7 +496,7 @@ class Session:
             return
         stt.text = text if error is None else None
         if error is not None:
-            stt.text = ""
+            stt.text, stt.error = "", error
             if stt.committed:
                 self._transcript_ready(item_id, stt, error=error)
             return
@@ -522,7 +522,7 @@ class Session:
             for part in item["content"]:
                 if part["type"] == "input_audio":
                     part["transcript"] = text if error is None else None
-            self._emit(ev.conversation_item_done(item, self._previous(item_id)))
+            self._emit(ev.conversation_item_done(_copy(item), self._previous(item_id)))
         for resp in list(self._responses.values()):
             if item_id in resp.waiting_for:
                 resp.waiting_for.discard(item_id)
@@ -553,10 +553,10 @@ class Session:
             prev = self._order[-1] if self._order else None
         self._insert(item, None if prev is None else prev)
         previous = self._previous(item["id"])
-        self._emit(ev.conversation_item_added(item, previous))
+        self._emit(ev.conversation_item_added(_copy(item), previous))
         pending = self._stt.get(item["id"])
         if pending is None or pending.done:
-            self._emit(ev.conversation_item_done(item, previous))
+            self._emit(ev.conversation_item_done(_copy(item), previous))
 
     def _item_from_client(self, model: MessageItem | FunctionCallItem | FunctionCallOutputItem) -> dict[str, Any]:
         item_id = model.id or ids.item_id()
@@ -646,8 +646,10 @@ class Session:
         if audio is not None:
             self._audio[item_id] = audio[:cut]
         part = item["content"][content_index]
-        total = 0 if audio is None else audio.size
-        part["transcript"] = _heard(self._pieces.get(item_id, []), cut, total, part.get("transcript") or "")
+        spoken = self._spoken.get(item_id)
+        # Timed against the item as first spoken, so a second truncate cuts the same way.
+        pieces, total = (spoken.pieces, spoken.audio_samples) if spoken else ([], 0 if audio is None else audio.size)
+        part["transcript"] = _heard(pieces, cut, total, part.get("transcript") or "")
         self._emit(ev.conversation_item_truncated(item_id, content_index, end_ms))
 
     # -- responses ------------------------------------------------------------------------------
@@ -710,7 +712,7 @@ class Session:
         choice = p.tool_choice if p.tool_choice is not None else cfg.tool_choice
         request = ResponseRequest(
             instructions=p.instructions if p.instructions is not None else cfg.instructions,
-            items=context,
+            items=[_copy(item) for item in context],  # the responder must not change the conversation
             tools=tools,
             tool_choice=choice if isinstance(choice, str) else choice.model_dump(exclude_none=True),
             output_modalities=tuple(resp.modalities),
@@ -761,13 +763,13 @@ class Session:
             resp.id,
             status=status,
             status_details=details,
-            output=resp.output,
+            output=[_copy(item) for item in resp.output],  # a snapshot: items change later
             conversation_id=None if resp.out_of_band else self.conversation_id,
-            output_modalities=resp.modalities,
+            output_modalities=list(resp.modalities),
             max_output_tokens=resp.max_output_tokens,
             audio_output={"format": {"type": fmt, **({"rate": SAMPLE_RATE} if fmt == "audio/pcm" else {})},
                           "voice": resp.voice},
-            metadata=resp.metadata,
+            metadata=None if resp.metadata is None else dict(resp.metadata),
             usage=usage,
         )
 
@@ -792,7 +794,7 @@ class Session:
         part = {"type": "audio", "transcript": ""} if part_type == "audio" else {"type": "text", "text": ""}
         item["content"].append(it.output_audio("") if resp.audio else it.output_text(""))
         self._emit(ev.response_content_part_added(resp.id, item_id, msg.output_index, 0, part))
-        self._pieces[item_id] = msg.pieces
+        self._spoken[item_id] = msg
         return msg
 
     def response_text(self, response_id: str, text: str) -> None:
@@ -827,7 +829,9 @@ class Session:
         msg.audio_samples += pcm.size
         resp.output_audio_samples += pcm.size
         if self.playback == "client":
-            data = base64.b64encode(self._encoder.encode(pcm)).decode()
+            if resp.encoder is None:  # one per response: G.711 resampling state is per stream
+                resp.encoder = OutputEncoder(self._output_format())
+            data = base64.b64encode(resp.encoder.encode(pcm)).decode()
             if data:
                 self._emit(ev.response_output_audio_delta(resp.id, msg.item["id"], msg.output_index, 0, data))
         elif not resp.audio_started:
@@ -873,9 +877,10 @@ class Session:
         item, item_id, index = msg.item, msg.item["id"], msg.output_index
         if msg.audio:
             self._audio[item_id] = np.concatenate(msg.audio)
+            msg.audio = []  # the item's audio now lives in self._audio
         if resp.audio:
             if self.playback == "client":
-                tail = self._encoder.flush()
+                tail = resp.encoder.flush() if resp.encoder is not None else b""
                 if tail:
                     self._emit(ev.response_output_audio_delta(resp.id, item_id, index, 0, base64.b64encode(tail).decode()))
             self._emit(ev.response_output_audio_done(resp.id, item_id, index, 0))
@@ -911,6 +916,9 @@ class Session:
         resp.done = True
         if self._active == resp.id:
             self._active = None
+        finished = [r for r in self._responses.values() if r.done and r.id != self._playing]
+        for old in finished[:-KEEP_FINISHED_RESPONSES]:  # a long call must not grow without bound
+            del self._responses[old.id]
         text_in, audio_in = resp.input_tokens
         usage = ev.usage(
             input_text=text_in,
@@ -951,7 +959,7 @@ class Session:
         """The driver dropped queued audio; `played_ms` of `item_id` had been heard."""
         resp = self._responses.get(response_id)
         if resp is not None and not resp.done:
-            self._cancel(response_id, reason="turn_detected")
+            self._cancel(response_id, reason="client_cancelled")  # VAD barge-ins were cancelled already
         if item_id is not None and item_id in self._items:
             self._truncate_audio(item_id, 0, played_ms)
         self._emit(ev.output_audio_buffer_cleared(response_id))
