@@ -243,13 +243,38 @@ export class RealtimeCall extends EventTarget {
     if (!r.ok) throw await this._httpError(r, "the Parley server");
     const session = await r.json();
     this.ephemeralKey = session.value;
+    this._report = session.events_url ? { url: new URL(session.events_url, location.href).href, events: [] } : null;
+    this._serverCallId = session.call_id || null;
     const callsUrl = new URL(session.calls_url, location.href).href;
     const answer = await fetch(callsUrl, {
       method: "POST",
       body: offerSdp,
       headers: { Authorization: `Bearer ${session.value}`, "Content-Type": "application/sdp" },
     });
-    return this._readAnswer(answer, "the realtime service");
+    const read = await this._readAnswer(answer, "the realtime service");
+    if (this._report) {
+      // The server did not see this call: report its events so it is recorded too.
+      this._report.upstreamCallId = read.callId;
+      this._reportTimer = setInterval(() => this._flushReport(), 1000);
+    }
+    return { sdp: read.sdp, callId: this._serverCallId || read.callId };
+  }
+
+  async _flushReport() {
+    const report = this._report;
+    if (!report || !report.events.length) return;
+    const events = report.events.splice(0, 500);
+    try {
+      await fetch(report.url, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        credentials: "same-origin",
+        keepalive: true,
+        body: JSON.stringify({ events, upstream_call_id: report.upstreamCallId || null }),
+      });
+    } catch {
+      report.events.unshift(...events); // try again with the next batch
+    }
   }
 
   async _readAnswer(r, who) {
@@ -260,7 +285,8 @@ export class RealtimeCall extends EventTarget {
       return { sdp: body.sdp, callId: body.call_id || body.id || null };
     }
     const location = r.headers.get("Location") || "";
-    return { sdp: await r.text(), callId: r.headers.get("X-Call-Id") || location.split("/").pop() || null };
+    const callId = r.headers.get("X-Parley-Call-Id") || location.split("/").pop() || null;
+    return { sdp: await r.text(), callId };
   }
 
   async _httpError(r, who) {
@@ -313,6 +339,8 @@ export class RealtimeCall extends EventTarget {
   _teardown() {
     clearInterval(this._ticker);
     this._ticker = null;
+    clearInterval(this._reportTimer);
+    this._flushReport();
     if (this.dc) this.dc.close();
     if (this.pc) this.pc.close();
     if (this.stream) this.stream.getTracks().forEach((t) => t.stop());
@@ -480,6 +508,7 @@ export class RealtimeCall extends EventTarget {
   // -- server events -> state ------------------------------------------------------------------
 
   _handle(raw) {
+    if (this._report && raw.type !== "response.output_audio.delta") this._report.events.push(raw);
     const event = { ...raw, type: GA_NAMES[raw.type] || raw.type };
     this.dispatchEvent(new CustomEvent("event", { detail: event }));
     switch (event.type) {

@@ -1,0 +1,90 @@
+// Past calls: list, transcript, downloads.
+const $ = (id) => document.getElementById(id);
+const escape = (t) => String(t ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
+const money = (x) => (typeof x === "number" ? `$${x.toFixed(2)}` : "—");
+
+function duration(seconds) {
+  if (typeof seconds !== "number") return "—";
+  const m = Math.floor(seconds / 60);
+  const s = Math.round(seconds % 60);
+  return m ? `${m} min ${s} s` : `${s} s`;
+}
+
+function outcomeText(call) {
+  const o = call.outcome;
+  if (o && typeof o.new_monthly_price === "number") {
+    return `<span class="badge good">${money(o.new_monthly_price)}/mo</span>`;
+  }
+  return call.status === "active" ? '<span class="badge">in progress</span>' : escape(call.end_reason || call.status);
+}
+
+function names(call) {
+  const list = (call.personas || []).map((p) => p.name || p.id);
+  return escape(list.length ? list.join(" → ") : call.persona || "—");
+}
+
+async function loadCalls() {
+  const body = $("calls").querySelector("tbody");
+  let calls = [];
+  try {
+    const r = await fetch("/api/calls");
+    if (!r.ok) throw new Error(`${r.status}`);
+    calls = await r.json();
+  } catch (err) {
+    body.innerHTML = `<tr><td colspan="5" class="errors">Could not load calls (${escape(err.message)}).</td></tr>`;
+    return;
+  }
+  if (!calls.length) {
+    body.innerHTML = '<tr><td colspan="5" class="empty">No calls yet. <a href="/">Make your first practice call.</a></td></tr>';
+    return;
+  }
+  body.innerHTML = calls.map((c) => `
+    <tr data-call="${escape(c.id)}" tabindex="0" aria-label="Call of ${escape(new Date(c.created_at).toLocaleString())}">
+      <td>${escape(new Date(c.created_at).toLocaleString())}</td>
+      <td>${names(c)}</td>
+      <td class="wide num">${duration(c.duration_seconds)}</td>
+      <td>${outcomeText(c)}</td>
+      <td class="wide num">$${(c.cost_usd || 0).toFixed(4)}</td>
+    </tr>`).join("");
+  for (const row of body.querySelectorAll("tr[data-call]")) {
+    const open = () => showCall(row.dataset.call);
+    row.addEventListener("click", open);
+    row.addEventListener("keydown", (e) => (e.key === "Enter" || e.key === " ") && (e.preventDefault(), open()));
+  }
+  const wanted = new URLSearchParams(location.search).get("call") || calls[0].id;
+  showCall(wanted);
+}
+
+async function showCall(id) {
+  for (const row of document.querySelectorAll("tr[data-call]")) row.classList.toggle("selected", row.dataset.call === id);
+  const r = await fetch(`/api/calls/${encodeURIComponent(id)}`);
+  if (!r.ok) return;
+  const call = await r.json();
+  $("detail-empty").hidden = true;
+  $("detail-body").hidden = false;
+  const o = call.outcome;
+  $("detail-meta").innerHTML = [
+    `<span class="badge">${escape(new Date(call.created_at).toLocaleString())}</span>`,
+    `<span class="badge">${names(call)}</span>`,
+    `<span class="badge">${duration(call.duration_seconds)}</span>`,
+    `<span class="badge">cost $${(call.cost_usd || 0).toFixed(4)}</span>`,
+    o && typeof o.new_monthly_price === "number"
+      ? `<span class="badge good">agreed ${money(o.new_monthly_price)}/mo` +
+        (typeof o.old_monthly_price === "number" ? `, saves ${money(o.old_monthly_price - o.new_monthly_price)}/mo` : "") + "</span>"
+      : "",
+  ].join(" ");
+  const base = `/api/calls/${encodeURIComponent(id)}`;
+  $("dl-md").href = `${base}/transcript?format=md`;
+  $("dl-md").download = `${id}.md`;
+  $("dl-json").href = `${base}/transcript?format=json`;
+  $("dl-json").download = `${id}.json`;
+  $("dl-audio").hidden = !call.has_audio;
+  $("dl-audio").href = `${base}/audio`;
+  const items = (call.transcript || []).filter((i) => i.text && i.role !== "tool");
+  $("detail-transcript").innerHTML = items.length ? items.map((i) => `
+    <div class="bubble ${i.role === "user" ? "user" : "assistant"}${i.status === "incomplete" || i.audio_end_ms !== null && i.audio_end_ms !== undefined ? " interrupted" : ""}">
+      <span class="who">${escape(i.speaker)}</span><span class="text">${escape(i.text)}</span></div>`).join("")
+    : '<p class="empty">Nothing was said in this call.</p>';
+}
+
+loadCalls();

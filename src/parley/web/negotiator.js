@@ -1,0 +1,267 @@
+// The bill-negotiation practice call: the page around parley.js.
+import { RealtimeCall, unsupportedReason } from "/parley.js";
+
+const $ = (id) => document.getElementById(id);
+const money = (x) => (typeof x === "number" ? `$${x.toFixed(2)}` : "—");
+const SCENARIO_PERSONA = "negotiator/sarah";
+
+let personas = [];
+let card = null;
+let call = null;
+let currentPersona = null; // the agent now speaking for the provider
+const speakerOf = new Map(); // assistant item id -> persona name when it was written
+let outcome = null;
+const logLines = [];
+
+function escape(text) {
+  return String(text).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
+}
+
+async function loadScenario() {
+  try {
+    personas = await (await fetch("/api/personas")).json();
+  } catch {
+    personas = [];
+  }
+  card = personas.find((p) => p.persona && p.persona.id === SCENARIO_PERSONA) || personas[0] || null;
+  if (!card) return;
+  currentPersona = card.persona;
+  $("bill").textContent = `${money(card.monthly_bill)} / month`;
+  $("provider").textContent = card.provider;
+  $("plan").textContent = card.plan;
+  $("years").textContent = `${card.years_customer} years`;
+  $("competitor").textContent = card.competitor ? `${card.competitor.name}: ${money(card.competitor.price)}/month` : "—";
+  $("goal").textContent = card.description || $("goal").textContent;
+  try {
+    const health = await (await fetch("/healthz")).json();
+    const upstream = health.upstream && (health.upstream.kind || health.upstream);
+    $("upstream").textContent = upstream ? `Agent: ${upstream === "local" ? "local engine (offline)" : upstream}` : "";
+  } catch {
+    /* optional */
+  }
+}
+
+function personaFromInstructions(instructions) {
+  if (!instructions || !card) return null;
+  return (card.personas || []).find((p) => instructions.includes(`You are ${p.name}`)) || null;
+}
+
+function log(event, direction = "in") {
+  const detail = event.type === "error" ? ` ${event.error.message}` : event.delta ? ` ${JSON.stringify(event.delta).slice(0, 60)}` : "";
+  logLines.push(`${new Date().toLocaleTimeString()} ${direction === "in" ? "←" : "→"} ${event.type}${detail}`);
+  if (logLines.length > 400) logLines.splice(0, logLines.length - 400);
+  if ($("log").closest("details").open) $("log").textContent = logLines.join("\n");
+}
+
+function render() {
+  const state = call ? call.state : null;
+  const status = state ? state.status : "disconnected";
+  const live = status === "connected";
+  const el = $("status");
+  el.dataset.status = status;
+  el.textContent = { disconnected: "Disconnected", connecting: "Connecting…", connected: "Connected", reconnecting: "Reconnecting…" }[status];
+  $("start").disabled = status === "connecting" || live;
+  $("end").disabled = !state || status === "disconnected";
+  $("mic").disabled = !live;
+  $("text").disabled = $("send").disabled = !live;
+  $("supervisor").disabled = !live || $("direct").checked || (currentPersona && card && currentPersona.id !== SCENARIO_PERSONA);
+  if (!state) return;
+
+  const muted = state.muted;
+  $("mic").setAttribute("aria-pressed", String(state.pushToTalk ? false : muted));
+  $("mic").setAttribute("aria-label", state.pushToTalk ? "Hold to talk" : muted ? "Unmute microphone" : "Mute microphone");
+  $("mic").textContent = state.pushToTalk ? "🗣️" : muted ? "🔇" : "🎙️";
+  $("mic").classList.toggle("talking", state.pushToTalk && state.userSpeaking);
+  const name = currentPersona ? currentPersona.name : "Agent";
+  $("speaking").dataset.on = String(state.agentSpeaking);
+  $("speaking").textContent = state.agentSpeaking ? `${name} is speaking` : `${name} is listening`;
+  $("errors").textContent = state.errors.length ? state.errors[state.errors.length - 1].message : "";
+
+  const items = state.items.filter((i) => !i.hidden && (i.text || i.role !== "tool"));
+  const box = $("transcript");
+  const nearBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 60;
+  if (!items.length) {
+    box.innerHTML = `<p class="empty">${live ? "Say hello — or wait for the greeting." : box.querySelector(".empty") ? box.querySelector(".empty").innerHTML : ""}</p>`;
+  } else {
+    box.innerHTML = items.map((item) => {
+      if (item.role === "tool") {
+        return item.name === "record_outcome" || item.name === "transfer_to_supervisor"
+          ? `<div class="bubble tool">${item.name === "record_outcome" ? "✔ Outcome recorded" : "↪ Transferring to a supervisor"}</div>` : "";
+      }
+      if (item.role === "assistant" && !speakerOf.has(item.id)) speakerOf.set(item.id, name);
+      const who = item.role === "user" ? "You" : speakerOf.get(item.id) || name;
+      const text = item.text || (item.role === "user" && item.speaking ? "…" : "");
+      const classes = ["bubble", item.role, item.status === "in_progress" ? "pending" : "", item.status === "interrupted" ? "interrupted" : ""];
+      return `<div class="${classes.join(" ")}" data-item="${escape(item.id)}" data-status="${item.status}">` +
+        `<span class="who">${escape(who)}</span><span class="text">${escape(text)}</span></div>`;
+    }).join("");
+    if (nearBottom) box.scrollTop = box.scrollHeight;
+  }
+  const lat = state.latencies;
+  if (lat.length) {
+    $("latency").textContent = `${lat[lat.length - 1]} ms`;
+    $("latency-avg").textContent = lat.length > 1 ? `(median ${median(lat)} ms over ${lat.length} turns)` : "";
+  }
+  renderOutcome();
+}
+
+function median(values) {
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+function renderOutcome() {
+  if (!outcome) return;
+  const before = outcome.old_monthly_price ?? (card && card.monthly_bill);
+  const after = outcome.new_monthly_price;
+  $("outcome").hidden = false;
+  $("outcome-price").textContent = `${money(after)} / month`;
+  const saving = typeof before === "number" && typeof after === "number" ? before - after : null;
+  $("outcome-detail").textContent = [
+    saving !== null ? `You save ${money(saving)} a month (${money(saving * 12)} a year) off ${money(before)}.` : "",
+    outcome.term_months ? `For ${outcome.term_months} months.` : "",
+    outcome.accepted_by ? `Agreed with ${outcome.accepted_by}.` : "",
+  ].filter(Boolean).join(" ");
+}
+
+function outcomeFromItems() {
+  for (const item of call.state.items) {
+    if (item.kind === "function_call" && item.name === "record_outcome") {
+      try {
+        outcome = JSON.parse(item.text);
+      } catch {
+        /* arguments still streaming */
+      }
+    }
+  }
+}
+
+async function start() {
+  const problem = unsupportedReason();
+  if (problem) {
+    $("errors").textContent = problem.message;
+    return;
+  }
+  outcome = null;
+  $("outcome").hidden = true;
+  speakerOf.clear();
+  currentPersona = card ? card.persona : null;
+  call = new RealtimeCall({
+    persona: SCENARIO_PERSONA,
+    mode: $("direct").checked ? "direct" : "server",
+    pushToTalk: $("ptt").checked,
+    deviceId: $("device").value || null,
+    volume: Number($("volume").value),
+    audio: headsetAudio($("headset").checked),
+  });
+  window.parleyCall = call; // for tests and the curious
+  call.addEventListener("change", () => {
+    const who = personaFromInstructions(call.state.session && call.state.session.instructions);
+    if (who) currentPersona = who;
+    outcomeFromItems();
+    render();
+  });
+  call.addEventListener("levels", (e) => {
+    $("mic-level").value = Math.min(1, e.detail.mic * 4);
+    $("agent-level").value = Math.min(1, e.detail.agent * 4);
+  });
+  call.addEventListener("event", (e) => log(e.detail));
+  call.addEventListener("sent", (e) => log(e.detail, "out"));
+  render();
+  try {
+    await call.connect();
+    await fillDevices();
+  } catch (err) {
+    render();
+  }
+}
+
+function headsetAudio(headset) {
+  const on = !headset;
+  return { echoCancellation: on, noiseSuppression: on, autoGainControl: on };
+}
+
+async function end() {
+  if (!call) return;
+  const { callId } = call.state;
+  const direct = $("direct").checked;
+  call.disconnect();
+  render();
+  if (!callId || direct) return;
+  try {
+    await fetch(`/api/calls/${encodeURIComponent(callId)}/hangup`, { method: "POST" });
+    const detail = await (await fetch(`/api/calls/${encodeURIComponent(callId)}`)).json();
+    if (detail.outcome && detail.outcome.new_monthly_price !== undefined) outcome = detail.outcome;
+  } catch {
+    /* the page already shows what it saw */
+  }
+  renderOutcome();
+}
+
+async function escalate() {
+  if (!call || !call.state.callId) return;
+  $("supervisor").disabled = true;
+  const r = await fetch(`/api/calls/${encodeURIComponent(call.state.callId)}/escalate`, { method: "POST" });
+  if (r.ok) {
+    const body = await r.json();
+    const found = card && (card.personas || []).find((p) => p.id === body.persona.id);
+    currentPersona = found || body.persona;
+  } else {
+    const body = await r.json().catch(() => ({}));
+    $("errors").textContent = (body.error && body.error.message) || `Escalation failed (${r.status}).`;
+  }
+  render();
+}
+
+async function fillDevices() {
+  if (!call) return;
+  const mics = await call.listMicrophones();
+  const select = $("device");
+  const current = select.value;
+  select.innerHTML = mics.map((m) => `<option value="${escape(m.deviceId)}">${escape(m.label)}</option>`).join("");
+  if (current) select.value = current;
+  const chosen = mics.find((m) => m.deviceId === select.value);
+  $("device-warning").hidden = !(chosen && chosen.virtual);
+}
+
+// -- controls ---------------------------------------------------------------------------------
+
+$("start").addEventListener("click", start);
+$("end").addEventListener("click", end);
+$("supervisor").addEventListener("click", escalate);
+$("text-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  if (call && call.sendText($("text").value)) $("text").value = "";
+});
+$("mic").addEventListener("click", () => {
+  if (call && !call.state.pushToTalk) call.setMuted(!call.state.muted);
+});
+for (const [type, down] of [["pointerdown", true], ["pointerup", false], ["pointerleave", false]]) {
+  $("mic").addEventListener(type, () => {
+    if (!call || !call.state.pushToTalk) return;
+    if (down) call.startTalking();
+    else call.stopTalking();
+  });
+}
+document.addEventListener("keydown", (e) => {
+  if (!call || e.target.tagName === "INPUT" || e.repeat) return;
+  if (e.code === "Space" && call.state.pushToTalk) {
+    e.preventDefault();
+    call.startTalking();
+  } else if (e.key === "m" || e.key === "M") {
+    call.setMuted(!call.state.muted);
+  }
+});
+document.addEventListener("keyup", (e) => {
+  if (call && e.code === "Space" && call.state.pushToTalk && e.target.tagName !== "INPUT") call.stopTalking();
+});
+$("ptt").addEventListener("change", () => call && call.setPushToTalk($("ptt").checked));
+$("headset").addEventListener("change", () => call && call.setAudioProcessing(!$("headset").checked));
+$("volume").addEventListener("input", () => call && call.setVolume($("volume").value));
+$("device").addEventListener("change", async () => {
+  if (call) await call.setMicrophone($("device").value);
+  await fillDevices();
+});
+$("log").closest("details").addEventListener("toggle", () => ($("log").textContent = logLines.join("\n")));
+
+loadScenario().then(render);
