@@ -118,9 +118,10 @@ class Engine:
                 self._responder = ChatResponder(self.settings.chat_url, api_key=self.settings.chat_api_key,
                                                 model=self.settings.chat_model)
             else:
+                from parley.engine.responders.copilot import CopilotResponder
                 from parley.engine.responders.scenario import ScenarioResponder
 
-                self._responder = ScenarioResponder()
+                self._responder = ScenarioResponder(fallback=CopilotResponder())
         return self._responder
 
     # -- keys ---------------------------------------------------------------------------------
