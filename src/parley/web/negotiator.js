@@ -4,6 +4,14 @@ import { RealtimeCall, unsupportedReason } from "/parley.js";
 const $ = (id) => document.getElementById(id);
 const money = (x) => (typeof x === "number" ? `$${x.toFixed(2)}` : "—");
 const SCENARIO_PERSONA = "negotiator/sarah";
+const svg = (body) => `<svg width="30" height="30" viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" ` +
+  `stroke-linecap="round" stroke-linejoin="round" aria-hidden="true">${body}</svg>`;
+const MIC = '<rect x="9" y="3" width="6" height="11" rx="3"/><path d="M5 11a7 7 0 0 0 14 0M12 18v3"/>';
+const ICONS = {
+  mic: svg(MIC),
+  muted: svg(`${MIC}<path d="M3 3l18 18"/>`),
+  talk: svg(`${MIC}<path d="M1 8v6M23 8v6"/>`),
+};
 
 let personas = [];
 let card = null;
@@ -65,12 +73,15 @@ function render() {
   $("mic").disabled = !live;
   $("text").disabled = $("send").disabled = !live;
   $("supervisor").disabled = !live || $("direct").checked || (currentPersona && card && currentPersona.id !== SCENARIO_PERSONA);
-  if (!state) return;
+  if (!state) {
+    $("mic").innerHTML = ICONS.mic;
+    return;
+  }
 
   const muted = state.muted;
   $("mic").setAttribute("aria-pressed", String(state.pushToTalk ? false : muted));
   $("mic").setAttribute("aria-label", state.pushToTalk ? "Hold to talk" : muted ? "Unmute microphone" : "Mute microphone");
-  $("mic").textContent = state.pushToTalk ? "🗣️" : muted ? "🔇" : "🎙️";
+  $("mic").innerHTML = state.pushToTalk ? ICONS.talk : muted ? ICONS.muted : ICONS.mic;
   $("mic").classList.toggle("talking", state.pushToTalk && state.userSpeaking);
   const name = currentPersona ? currentPersona.name : "Agent";
   $("speaking").dataset.on = String(state.agentSpeaking);
