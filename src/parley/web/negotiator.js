@@ -161,6 +161,7 @@ async function start() {
     persona: SCENARIO_PERSONA,
     mode: $("direct").checked ? "direct" : "server",
     pushToTalk: $("ptt").checked,
+    greet: true,
     deviceId: $("device").value || null,
     volume: Number($("volume").value),
     audio: headsetAudio($("headset").checked),

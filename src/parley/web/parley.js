@@ -112,6 +112,7 @@ export class RealtimeCall extends EventTarget {
       audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
       deviceId: null,
       pushToTalk: false,
+      greet: false,
       volume: 1,
       reconnectAttempts: 2,
       meterIntervalMs: 50,
@@ -201,6 +202,8 @@ export class RealtimeCall extends EventTarget {
       this._retries = 0;
       this._set({ status: "connected" });
       if (this.state.pushToTalk) this._sendTurnDetection(null);
+      // The agent speaks first (a phone call: the one who picks up says hello).
+      if (this.options.greet) this.sendClientEvent({ type: "response.create" });
     };
     dc.onclose = () => {
       if (!this._closing) this._lost("The call's event channel closed.");
