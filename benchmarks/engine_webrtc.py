@@ -105,6 +105,13 @@ async def single(url: str, turns: int, speech: list[object]) -> float:
     return percentile(ends, 50)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def concurrent(url: str, calls: int, seconds: float, speech: list[object]) -> tuple[list[float], int, int]:
     async with httpx.AsyncClient(base_url=url) as http:
         late_before = (await http.get("/v1/realtime/healthz")).json()["late_frames"]
@@ -132,7 +139,7 @@ async def concurrent(url: str, calls: int, seconds: float, speech: list[object])
     return latencies, late_after - late_before, failures
 
 
-async def run(url: str, turns: int, max_calls: int, seconds: float) -> None:
+async def run(url: str, turns: int, max_calls: int, seconds: float, engine_pid: int) -> None:
     tts = Tts()
     speech = [tts.synthesize_all(s, voice=v) for s, v in zip(SENTENCES, ["alloy", "echo", "coral"] * 2, strict=True)]
     base = await single(url, turns, speech)
@@ -141,11 +148,14 @@ async def run(url: str, turns: int, max_calls: int, seconds: float) -> None:
     sustained = 0
     n = 1
     while n <= max_calls:
+        cpu0, t0 = cpu_seconds(engine_pid), time.monotonic()
         lat, late, failures = await concurrent(url, n, seconds, speech)
+        engine_cpu = (cpu_seconds(engine_pid) - cpu0) / (time.monotonic() - t0)
         p50 = percentile(lat, 50)
         ok = late == 0 and failures == 0 and p50 <= 2 * base
         print(f"  {n:2d} calls: {len(lat):3d} turns, p50 {p50:6.0f} ms, p95 {percentile(lat, 95):6.0f} ms, "
-              f"late agent frames {late}, failed turns {failures} -> {'ok' if ok else 'degraded'}")
+              f"late agent frames {late}, failed turns {failures}, engine CPU {engine_cpu:.0%} of a core "
+              f"-> {'ok' if ok else 'degraded'}")
         if not ok:
             break
         sustained = n
@@ -175,7 +185,7 @@ def main() -> None:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        asyncio.run(run(url, args.turns, args.max_calls, args.seconds))
+        asyncio.run(run(url, args.turns, args.max_calls, args.seconds, engine.pid))
     finally:
         engine.terminate()
         engine.wait(10)

@@ -12,7 +12,8 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from parley.audio.levels import dbfs
-from parley.engine.webrtc import FRAME_SAMPLES, PacedAudioTrack
+from parley.audio.pcm import SAMPLE_RATE
+from parley.engine.webrtc import FRAME_SAMPLES, PacedAudioTrack, shorten_jitter_buffer
 
 
 class PcmTrack(PacedAudioTrack):
@@ -21,7 +22,7 @@ class PcmTrack(PacedAudioTrack):
     def __init__(self) -> None:
         super().__init__()
         self._pending = np.zeros(0, dtype=np.float32)
-        self.speech_end_at: float | None = None  # monotonic time the last queued audio went out
+        self.speech_end_at: float | None = None  # monotonic time the last audible queued frame went out
 
     def say(self, pcm: np.ndarray) -> None:
         self._pending = np.concatenate([self._pending, pcm.astype(np.float32)])
@@ -34,8 +35,8 @@ class PcmTrack(PacedAudioTrack):
     def _next_samples(self) -> np.ndarray:
         chunk = self._pending[:FRAME_SAMPLES]
         self._pending = self._pending[FRAME_SAMPLES:]
-        if chunk.size and not self._pending.size:
-            self.speech_end_at = time.monotonic()
+        if chunk.size and dbfs(chunk) > -50:
+            self.speech_end_at = time.monotonic() + FRAME_SAMPLES / SAMPLE_RATE  # when this frame ends
         out = np.zeros(FRAME_SAMPLES, dtype=np.float32)
         out[: chunk.size] = chunk
         return out
@@ -69,6 +70,10 @@ class RtcPeer:
 
         @self.pc.on("track")
         def _track(track: MediaStreamTrack) -> None:
+            # Receive like a browser on loopback (its adaptive buffer holds ~20-40 ms), not with
+            # aiortc's fixed 80 ms.
+            for transceiver in self.pc.getTransceivers():
+                shorten_jitter_buffer(transceiver.receiver)
             self._tasks.append(asyncio.ensure_future(self._listen(track)))
 
     async def _listen(self, track: MediaStreamTrack) -> None:

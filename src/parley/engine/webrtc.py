@@ -26,6 +26,7 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
 
@@ -157,6 +158,18 @@ class AgentAudioTrack(PacedAudioTrack):
         return out
 
 
+def shorten_jitter_buffer(receiver: Any) -> None:
+    """Hand each microphone packet on as soon as it is whole.
+
+    aiortc holds four audio frames (80 ms) before it releases the first and keeps that lag for the
+    whole call; every turn would end 80 ms later. One frame is enough to reorder on loopback and a
+    LAN. (A private attribute: if aiortc renames it, the default buffer stays, nothing breaks.)
+    """
+    name = "_RTCRtpReceiver__jitter_buffer"
+    if isinstance(getattr(receiver, name, None), JitterBuffer):
+        setattr(receiver, name, JitterBuffer(capacity=16, prefetch=1))
+
+
 def _mono_float(frame: AudioFrame) -> FloatArray:
     data = frame.to_ndarray()
     scale = np.float32(1 / 32768) if np.issubdtype(data.dtype, np.integer) else np.float32(1)
@@ -217,6 +230,7 @@ class Call:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         for transceiver in pc.getTransceivers():
             if transceiver.kind == "audio":
+                shorten_jitter_buffer(transceiver.receiver)
                 transceiver.sender.replaceTrack(self.track)
                 transceiver.direction = "sendrecv"
                 break
