@@ -13,12 +13,14 @@ import pytest
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
-def chromium_args(fake_audio: Path | None) -> list[str]:
+def chromium_args(fake_audio: Path | None, *, deny_microphone: bool = False) -> list[str]:
     args = [
         "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-        "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
+        "--use-fake-device-for-media-stream", "--allow-loopback-in-peer-connection",
+        "--autoplay-policy=no-user-gesture-required",
+        # a user who says no to the microphone prompt, or one who says yes
+        "--deny-permission-prompts" if deny_microphone else "--use-fake-ui-for-media-stream",
     ]
     if fake_audio is not None:
         args.append(f"--use-file-for-fake-audio-capture={fake_audio}")
@@ -31,12 +33,14 @@ def require_chromium() -> None:
 
 
 @asynccontextmanager
-async def browser(fake_audio: Path | None = None, *, extra_args: list[str] | None = None) -> AsyncIterator[Any]:
+async def browser(fake_audio: Path | None = None, *, deny_microphone: bool = False,
+                  extra_args: list[str] | None = None) -> AsyncIterator[Any]:
     require_chromium()
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=chromium_args(fake_audio) + (extra_args or []))
+        args = chromium_args(fake_audio, deny_microphone=deny_microphone) + (extra_args or [])
+        b = await pw.chromium.launch(executable_path=CHROMIUM, args=args)
         try:
             yield b
         finally:

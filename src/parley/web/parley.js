@@ -28,6 +28,28 @@ export class CallError extends Error {
   }
 }
 
+/**
+ * The system audio (what the other party in a meeting says), through the screen-share picker.
+ * Chrome shares audio only with a tab or screen and "Share audio" ticked; the video is dropped.
+ */
+export async function captureSystemAudio() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getDisplayMedia) {
+    throw new CallError("no_display_capture", "This browser cannot capture system audio (no getDisplayMedia).");
+  }
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getDisplayMedia({ audio: true, video: true });
+  } catch (err) {
+    throw new CallError("permission_denied", "Sharing was cancelled or denied: the other side's audio is not captured.");
+  }
+  stream.getVideoTracks().forEach((t) => t.stop());
+  const audio = stream.getAudioTracks();
+  if (!audio.length) {
+    throw new CallError("no_system_audio", 'No audio was shared: share a tab or the whole screen and tick "Share audio".');
+  }
+  return new MediaStream(audio);
+}
+
 /** Why this browser cannot make a call, or null when it can. */
 export function unsupportedReason() {
   const local = ["localhost", "127.0.0.1", "[::1]"].includes(location.hostname);
@@ -155,7 +177,7 @@ export class RealtimeCall extends EventTarget {
     try {
       this.stream = await this._openMicrophone();
     } catch (err) {
-      throw this._fail(microphoneError(err));
+      throw this._fail(err instanceof CallError ? err : microphoneError(err));
     }
     try {
       await this._startPeer();
@@ -169,6 +191,8 @@ export class RealtimeCall extends EventTarget {
   async _openMicrophone() {
     const audio = { ...this.options.audio };
     if (this.options.deviceId) audio.deviceId = { exact: this.options.deviceId };
+    // `openStream` lets a page send another source than the microphone (the copilot's system audio).
+    if (this.options.openStream) return this.options.openStream(audio);
     return navigator.mediaDevices.getUserMedia({ audio });
   }
 
