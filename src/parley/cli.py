@@ -43,6 +43,27 @@ def serve(
     run(host, port)
 
 
+@app.command()
+def copilot(
+    mic: str = typer.Option("mic", help="Your voice: 'mic', 'device:NAME' or a WAV file."),
+    speaker: str = typer.Option(..., help="The other party: 'device:NAME' (a loopback/monitor device) or a WAV file."),
+    base_url: str = typer.Option(None, help="Realtime base URL (default: PARLEY_BASE_URL or http://127.0.0.1:8000)."),
+    api_key: str = typer.Option(None, help="API key (default: PARLEY_API_KEY, else a local placeholder)."),
+    speed: float = typer.Option(1.0, help="Play WAV files this many times faster than real time."),
+) -> None:
+    """The copilot in the terminal: your words, theirs, quick answers and main answers (JSON lines)."""
+    import asyncio
+    import os
+
+    from parley.apps.copilot.terminal import run_copilot
+
+    base = (base_url or os.environ.get("PARLEY_BASE_URL") or "http://127.0.0.1:8000").rstrip("/")
+    if not base.endswith("/v1"):
+        base += "/v1"
+    asyncio.run(run_copilot(base_url=base, api_key=api_key or os.environ.get("PARLEY_API_KEY") or "sk-local",
+                            mic=mic, speaker=speaker, speed=speed))
+
+
 def _register_client_commands() -> None:
     from parley.client.cli import register
 

@@ -304,7 +304,7 @@ async def _transcribe(*, sources: list[str], labels: list[str], url: str | None,
     try:
         feeders = []
         for name, source in zip(names, sources, strict=True):
-            feeders.append(_feed_source(manager[name], source, speed))
+            feeders.append(feed_source(manager[name], source, speed))
         await asyncio.gather(*feeders)
         # wait for the last transcripts: nothing pending, or a quiet second, or the timeout
         deadline = time.monotonic() + timeout
@@ -317,7 +317,7 @@ async def _transcribe(*, sources: list[str], labels: list[str], url: str | None,
     return 0
 
 
-async def _feed_source(client: Any, source: str, speed: float) -> None:
+async def feed_source(client: Any, source: str, speed: float) -> None:
     if source in ("mic", "microphone") or source.startswith("device:"):
         import sounddevice as sd
 
