@@ -95,6 +95,7 @@ class Engine:
         self._speech = speech
         self._responder = responder
         self._secrets: dict[str, ClientSecret] = {}
+        self._purged_at = 0.0
         self.runners: dict[str, SessionRunner] = {}
         self.calls: dict[str, Call] = {}
         self.late_frames = 0  # agent audio frames sent more than a frame late, over ended calls
@@ -146,8 +147,10 @@ class Engine:
 
     def mint_secret(self, config: SessionConfig, ttl: int) -> ClientSecret:
         now = time.time()
-        for value in [v for v, s in self._secrets.items() if s.expires_at <= now]:
-            del self._secrets[value]
+        if now - self._purged_at > 1.0:  # a full sweep at most once a second keeps minting O(1)
+            self._purged_at = now
+            for value in [v for v, s in self._secrets.items() if s.expires_at <= now]:
+                del self._secrets[value]
         secret = ClientSecret(ids.client_secret(), int(now) + ttl, config)
         self._secrets[secret.value] = secret
         return secret

@@ -1,0 +1,485 @@
+"""Live calls: server-held calls with their sideband, browser-direct calls that report events, caps.
+
+A server-held call (`POST /api/calls`) is created upstream with the persona's session, then the
+server opens the call's sideband WebSocket *before* it hands the SDP answer back, so recording
+starts before the first word. The sideband loop feeds every event to the call's `Recorder`; caps
+(duration, cost per call, the user's daily cost) are checked on a timer and after every response,
+and a call over a cap is hung up upstream and recorded with the cap as its end reason.
+
+A browser-direct call (`POST /api/session`) gets a call id with its ephemeral key; the browser
+reports its data-channel events to `/api/calls/{id}/events`. The server cannot hang such a call
+up unless the browser told it the upstream call id, so caps end the record and tell the browser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from parley.apps.scenarios import Persona, get_persona
+from parley.protocol.pricing import PriceTable
+
+from .auth import Principal
+from .db import Store
+from .errors import ApiError
+from .limits import CallSlots, retry_after
+from .metrics import Metrics
+from .personas import handoff_note, persona_session
+from .recorder import Recorder
+from .settings import ServerSettings
+from .upstream import Upstream, UpstreamError
+
+log = logging.getLogger(__name__)
+
+DAY_COST_CACHE_SECONDS = 2.0
+SIDEBAND_RECONNECTS = 3
+# Close codes after which the call may well go on without us (abnormal closure, server errors, restarts).
+ABNORMAL_CLOSES = frozenset({1006, 1011, 1012, 1013, 1014})
+
+
+def new_call_id() -> str:
+    return "call_" + secrets.token_urlsafe(16).replace("-", "x").replace("_", "y")
+
+
+def seconds_to_midnight_utc() -> float:
+    now = dt.datetime.now(dt.UTC)
+    tomorrow = (now + dt.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (tomorrow - now).total_seconds()
+
+
+@dataclass
+class LiveCall:
+    id: str
+    user_id: str
+    limit_key: str
+    upstream_call_id: str
+    conn: Any  # the SDK's AsyncRealtimeConnection (send(dict), recv_bytes(), close())
+    recorder: Recorder = field(init=False)
+    self_url: str | None = None
+    reconnects: int = 0
+    started: float = field(default_factory=time.monotonic)
+    end_reason: str | None = None
+    task: asyncio.Task[None] | None = None
+    timer: asyncio.Task[None] | None = None
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class DirectCall:
+    id: str
+    user_id: str
+    limit_key: str
+    persona: Persona
+    model: str
+    created: float = field(default_factory=time.time)
+    recorder: Recorder | None = None
+    upstream_call_id: str | None = None
+    events: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+# Event types a browser may report; the rest (audio, deltas) are dropped without being stored.
+REPORTABLE = frozenset({
+    "session.created", "session.updated", "conversation.item.added", "conversation.item.created",
+    "conversation.item.done", "response.output_item.done", "conversation.item.input_audio_transcription.completed",
+    "conversation.item.input_audio_transcription.failed", "conversation.item.truncated",
+    "conversation.item.deleted", "response.created", "response.done", "error",
+})
+
+
+class CallManager:
+    def __init__(self, settings: ServerSettings, store: Store, upstream: Upstream, metrics: Metrics,
+                 prices: PriceTable) -> None:
+        self.settings, self.store, self.upstream = settings, store, upstream
+        self.metrics, self.prices = metrics, prices
+        self.slots = CallSlots()
+        self.live: dict[str, LiveCall] = {}
+        self.direct: dict[str, DirectCall] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._day_costs: dict[str, tuple[float, float]] = {}  # user -> (dollars today, cached until)
+        metrics.gauge("parley_calls_active", lambda: float(self.active_count()))
+
+    def active_count(self) -> int:
+        """Server-held calls in progress and browser-direct calls that have reported (a minted key alone is
+        not a call yet)."""
+        return len(self.live) + sum(1 for d in self.direct.values() if d.recorder is not None)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        ended = await self.store.end_stale_calls()
+        if ended:
+            log.info("marked %d calls left active by a previous run as ended (server_restart)", ended)
+        self._sweeper = asyncio.create_task(self._sweep())
+
+    async def shutdown(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        await asyncio.gather(*(self.end(c, "server_shutdown") for c in list(self.live)), return_exceptions=True)
+        for call in list(self.direct.values()):
+            if call.recorder is not None:
+                with contextlib.suppress(Exception):
+                    await self.store.end_call(call.id, reason="server_shutdown")
+        self.direct.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a call task failed", exc_info=task.exception())
+
+    # -- shared checks --------------------------------------------------------------------------
+
+    def _recorder(self, call_id: str, persona: Persona, model: str, *, send: Any = None,
+                  on_cost: Callable[[], Awaitable[None]] | None = None, start_seq: float = 0.0) -> Recorder:
+        return Recorder(self.store, call_id, persona=persona, model=model,
+                        transcription_model=self.settings.transcription_model, prices=self.prices,
+                        metrics=self.metrics, session_for=lambda p: persona_session(p, self.settings, update=True),
+                        handoff_note=handoff_note, send=send, on_cost=on_cost, start_seq=start_seq)
+
+    async def check_daily_cap(self, user_id: str) -> None:
+        """Before a new call: refuse a user whose calls today reached the daily cap.
+
+        The figure is cached for a couple of seconds per user (a burst of requests asks the database
+        once); calls in progress are checked against the database after every response."""
+        now = time.monotonic()
+        cached = self._day_costs.get(user_id)
+        if cached is not None and cached[1] > now:
+            spent = cached[0]
+        else:
+            spent = await self.store.day_cost(user_id)
+            if len(self._day_costs) > 10_000:
+                self._day_costs.clear()
+            self._day_costs[user_id] = (spent, now + DAY_COST_CACHE_SECONDS)
+        if spent >= self.settings.daily_cost_cap_usd:
+            self.metrics.inc("parley_rate_limited_total", reason="daily_cost_cap")
+            raise ApiError(429, f"Today's calls have used the daily cost cap (${self.settings.daily_cost_cap_usd:.2f}); "
+                                "it resets at midnight UTC.", "daily_cost_cap",
+                           headers={"Retry-After": retry_after(seconds_to_midnight_utc())})
+
+    async def _day_cost(self, user_id: str) -> float:
+        """The user's cost today from the database (and the cache refreshed with it)."""
+        spent = await self.store.day_cost(user_id)
+        self._day_costs[user_id] = (spent, time.monotonic() + DAY_COST_CACHE_SECONDS)
+        return spent
+
+    def take_slot(self, principal: Principal, call_id: str, ttl: float | None = None) -> None:
+        if not self.slots.try_take(principal.limit_key, call_id, self.settings.max_concurrent_calls, ttl):
+            self.metrics.inc("parley_rate_limited_total", reason="concurrent_calls")
+            raise ApiError(429, f"At most {self.settings.max_concurrent_calls} calls at a time; hang up one first.",
+                           "too_many_calls", headers={"Retry-After": "5"})
+
+    # -- server-held calls ----------------------------------------------------------------------
+
+    async def start_call(self, principal: Principal, persona: Persona, sdp: str, *, self_url: str | None) -> tuple[str, str]:
+        """Create the call upstream, start recording it; (call id, SDP answer)."""
+        call_id = new_call_id()
+        self.take_slot(principal, call_id)
+        try:
+            await self.check_daily_cap(principal.user_id)
+            session = persona_session(persona, self.settings)
+            answer, upstream_id = await self.upstream.create_call(sdp, session)
+            # The record and the sideband at once (the sideband's events wait in its socket until the
+            # recorder reads them, after both are done).
+            stored, opened = await asyncio.gather(
+                self.store.create_call(id=call_id, user_id=principal.user_id, kind="server", persona=persona.id,
+                                       persona_name=persona.name, model=self.settings.model,
+                                       upstream_call_id=upstream_id),
+                self.upstream.sideband(upstream_id, self_url=self_url), return_exceptions=True)
+            if isinstance(stored, BaseException) or isinstance(opened, BaseException):
+                self._spawn(self._hangup_quietly(upstream_id))
+                if not isinstance(opened, BaseException):
+                    with contextlib.suppress(Exception):
+                        await opened.close()
+                if isinstance(stored, BaseException):
+                    raise stored
+                with contextlib.suppress(Exception):
+                    await self.store.end_call(call_id, status="failed", reason="sideband_failed")
+                assert isinstance(opened, BaseException)
+                raise opened
+            conn = opened
+        except BaseException:
+            self.slots.release(call_id)
+            raise
+        live = LiveCall(call_id, principal.user_id, principal.limit_key, upstream_id, conn=conn, self_url=self_url)
+        live.recorder = self._recorder(call_id, persona, self.settings.model, send=self._sender(live),
+                                       on_cost=lambda: self._check_costs(live))
+        self.live[call_id] = live
+        live.task = asyncio.create_task(self._run(live), name=f"sideband-{call_id}")
+        live.timer = asyncio.create_task(self._deadline(live), name=f"deadline-{call_id}")
+        self.metrics.inc("parley_calls_total", kind="server")
+        return call_id, answer
+
+    @staticmethod
+    def _sender(live: LiveCall) -> Callable[[dict[str, Any]], Awaitable[None]]:
+        async def send(event: dict[str, Any]) -> None:
+            await live.conn.send(event)  # the current connection (a reconnect replaces it)
+        return send
+
+    async def _reconnect(self, live: LiveCall) -> bool:
+        """The sideband dropped without a close (network trouble), the call may go on: open it again."""
+        while live.reconnects < SIDEBAND_RECONNECTS and live.end_reason is None:
+            live.reconnects += 1
+            await asyncio.sleep(0.25 * 2 ** (live.reconnects - 1))
+            try:
+                live.conn = await self.upstream.sideband(live.upstream_call_id, self_url=live.self_url)
+            except UpstreamError as exc:
+                log.info("call %s: sideband reconnect %d failed: %s", live.id, live.reconnects, exc.message)
+                continue
+            log.info("call %s: sideband reconnected", live.id)
+            self.metrics.inc("parley_upstream_errors_total", operation="sideband", status="reconnected")
+            return True
+        return False
+
+    async def _run(self, live: LiveCall) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        reason = "upstream_closed"
+        try:
+            while True:
+                try:
+                    raw = await live.conn.recv_bytes()
+                except ConnectionClosed as exc:
+                    close = exc.rcvd
+                    if close is None or close.code in ABNORMAL_CLOSES:
+                        if await self._reconnect(live):
+                            continue
+                        reason = "sideband_lost"
+                    elif close.reason:
+                        reason = f"upstream_closed:{close.reason}"[:128]
+                    break
+                try:
+                    event = json.loads(raw)
+                except ValueError:
+                    continue
+                if not isinstance(event, dict):
+                    continue
+                try:
+                    await live.recorder.handle(event)
+                except Exception:
+                    log.exception("call %s: recording an event failed", live.id)
+        except asyncio.CancelledError:
+            reason = live.end_reason or "server_shutdown"
+        except Exception:
+            log.exception("call %s: the sideband failed", live.id)
+            reason = "sideband_error"
+        finally:
+            await self._finish(live, live.end_reason or reason)
+
+    async def _finish(self, live: LiveCall, reason: str) -> None:
+        self.live.pop(live.id, None)
+        self.slots.release(live.id)
+        if live.timer is not None and live.timer is not asyncio.current_task() and live.end_reason != "max_duration":
+            live.timer.cancel()  # (unless the timer is the one ending the call)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(live.conn.close(), 3)
+        try:
+            if await self.store.end_call(live.id, reason=reason):
+                self.metrics.inc("parley_calls_ended_total", reason=reason.split(":")[0])
+        except Exception:
+            log.exception("call %s: could not record its end", live.id)
+        live.closed.set()
+
+    async def _deadline(self, live: LiveCall) -> None:
+        await asyncio.sleep(self.settings.max_call_seconds)
+        self.metrics.inc("parley_caps_total", cap="max_duration")
+        await self.end(live.id, "max_duration")
+
+    async def _check_costs(self, live: LiveCall) -> None:
+        reason = None
+        if live.recorder.cost >= self.settings.max_call_cost_usd:
+            reason = "max_cost"
+        elif await self._day_cost(live.user_id) >= self.settings.daily_cost_cap_usd:
+            reason = "daily_cost_cap"
+        if reason is not None and live.end_reason is None:
+            self.metrics.inc("parley_caps_total", cap=reason)
+            self._spawn(self.end(live.id, reason))  # not awaited here: this runs inside the sideband loop
+
+    async def _hangup_quietly(self, upstream_id: str) -> None:
+        # Shielded: with the in-process engine the hangup runs inside this task, and a hangup cut
+        # short would leave the engine's call half closed.
+        task = asyncio.ensure_future(self.upstream.hangup(upstream_id))
+        try:
+            await asyncio.shield(task)
+        except UpstreamError as exc:
+            log.info("hangup of %s upstream failed: %s", upstream_id, exc.message)
+        except asyncio.CancelledError:
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            raise
+
+    async def end(self, call_id: str, reason: str) -> bool:
+        """Hang a server-held call up (upstream too) and record why; False if it is not live."""
+        live = self.live.get(call_id)
+        if live is None:
+            return False
+        if live.end_reason is None:
+            live.end_reason = reason
+        await self._hangup_quietly(live.upstream_call_id)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(live.conn.close(), 3)
+        try:
+            await asyncio.wait_for(live.closed.wait(), 5)
+        except TimeoutError:
+            if live.task is not None:
+                live.task.cancel()
+            try:
+                await asyncio.wait_for(live.closed.wait(), 5)
+            except TimeoutError:
+                log.error("call %s: the sideband loop did not stop", live.id)
+        return True
+
+    async def escalate(self, call_id: str) -> Persona:
+        live = self.live.get(call_id)
+        if live is None:
+            direct = self.direct.get(call_id)
+            if direct is not None:
+                raise ApiError(409, "A browser-direct call switches persona itself (session.update on its data "
+                                    "channel); the server holds no sideband for it.", "not_server_call")
+            raise ApiError(409, "The call is not in progress.", "call_not_active")
+        return await live.recorder.escalate()
+
+    # -- browser-direct calls -------------------------------------------------------------------
+
+    def register_direct(self, principal: Principal, persona: Persona, model: str, ttl: int) -> str:
+        call_id = new_call_id()
+        self.take_slot(principal, call_id, ttl=ttl + 30)
+        self.direct[call_id] = DirectCall(call_id, principal.user_id, principal.limit_key, persona, model)
+        self.metrics.inc("parley_calls_total", kind="direct")
+        return call_id
+
+    async def report(self, principal: Principal, call_id: str, events: list[Any],
+                     upstream_call_id: str | None) -> dict[str, Any]:
+        call = self.direct.get(call_id)
+        if call is None:
+            call = await self._revive(call_id, principal)
+        if call.user_id != principal.user_id:
+            raise ApiError(404, "No such call.", "call_not_found")
+        async with call.lock:
+            if call.recorder is None:  # the first report: from now on the call is on record
+                await self.store.create_call(id=call.id, user_id=call.user_id, kind="direct", persona=call.persona.id,
+                                             persona_name=call.persona.name, model=call.model)
+                call.recorder = self._recorder(call.id, call.persona, call.model)
+            if upstream_call_id and upstream_call_id != call.upstream_call_id:
+                call.upstream_call_id = upstream_call_id
+                await self.store.set_upstream_call_id(call.id, upstream_call_id)
+            if call.events + len(events) > self.settings.max_events_per_call:
+                raise ApiError(413, f"A call may report at most {self.settings.max_events_per_call} events.",
+                               "too_many_events")
+            accepted = ignored = 0
+            for event in events:
+                if not isinstance(event, dict) or event.get("type") not in REPORTABLE:
+                    ignored += 1
+                    continue
+                try:
+                    await call.recorder.handle(event)
+                    accepted += 1
+                except Exception:
+                    log.warning("call %s: a reported %s event could not be recorded", call.id,
+                                str(event.get("type"))[:64], exc_info=True)
+                    ignored += 1
+            call.events += accepted
+            if accepted:
+                await self.store.count_events(call.id, accepted)
+            self.slots.refresh(call.id, self.settings.direct_idle_seconds)
+            reason = await self._direct_cap(call)
+            if reason is not None:
+                await self._end_direct(call, reason, cap=True)
+            return {"call_id": call.id, "accepted": accepted, "ignored": ignored,
+                    "status": "ended" if reason else "active", "end_reason": reason,
+                    "cost_usd": round(call.recorder.cost, 6)}
+
+    async def _revive(self, call_id: str, principal: Principal) -> DirectCall:
+        """A direct call this process does not hold (the server restarted): from the database."""
+        row = await self.store.get_call(call_id)
+        if row is None or row.user_id != principal.user_id:
+            raise ApiError(404, "No such call.", "call_not_found")
+        if row.kind != "direct":
+            raise ApiError(409, "The server records this call itself over its sideband; it takes no reports.",
+                           "not_direct_call")
+        if row.status != "active":
+            raise ApiError(409, f"The call is over ({row.end_reason or row.status}).", "call_not_active")
+        try:
+            persona = get_persona(row.personas[-1]["id"] if row.personas else row.persona)
+        except Exception:
+            persona = get_persona(row.persona)
+        items = await self.store.items(call_id)
+        call = DirectCall(row.id, row.user_id, principal.limit_key, persona, row.model,
+                          created=row.created_at.timestamp(), upstream_call_id=row.upstream_call_id,
+                          events=row.events_received)
+        call.recorder = self._recorder(call.id, persona, row.model, start_seq=max((i.seq for i in items), default=0.0))
+        call.recorder.cost = row.cost_usd
+        self.direct[call_id] = call
+        self.slots.try_take(principal.limit_key, call_id, 10**6, ttl=self.settings.direct_idle_seconds)
+        return call
+
+    async def _direct_cap(self, call: DirectCall) -> str | None:
+        assert call.recorder is not None
+        if time.time() - call.created > self.settings.max_call_seconds:
+            return "max_duration"
+        if call.recorder.cost >= self.settings.max_call_cost_usd:
+            return "max_cost"
+        if await self._day_cost(call.user_id) >= self.settings.daily_cost_cap_usd:
+            return "daily_cost_cap"
+        return None
+
+    async def _end_direct(self, call: DirectCall, reason: str, *, cap: bool = False) -> None:
+        self.direct.pop(call.id, None)
+        self.slots.release(call.id)
+        if call.recorder is not None and await self.store.end_call(call.id, reason=reason):
+            self.metrics.inc("parley_calls_ended_total", reason=reason)
+        if cap:
+            self.metrics.inc("parley_caps_total", cap=reason)
+        if call.upstream_call_id:
+            self._spawn(self._hangup_quietly(call.upstream_call_id))
+
+    async def hangup(self, principal: Principal, call_id: str) -> tuple[str, str | None]:
+        """End a call of this user: (status, end reason). A call already over stays as it was."""
+        live = self.live.get(call_id)
+        if live is not None and live.user_id == principal.user_id:
+            await self.end(call_id, "hangup")
+        direct = self.direct.get(call_id)
+        if direct is not None and direct.user_id == principal.user_id:
+            await self._end_direct(direct, "hangup")
+            if direct.recorder is None:
+                return "ended", "hangup"  # a key nobody made a call with: never on record
+        row = await self.store.get_call(call_id)
+        if row is None or row.user_id != principal.user_id:
+            raise ApiError(404, "No such call.", "call_not_found")
+        if row.status == "active" and row.kind == "direct":
+            await self.store.end_call(call_id, reason="hangup")
+            return "ended", "hangup"
+        return row.status, row.end_reason
+
+    async def _sweep(self) -> None:
+        """Browser-direct calls that stopped reporting, and ones past the duration cap, are over."""
+        while True:
+            await asyncio.sleep(min(30.0, self.settings.direct_idle_seconds / 2))
+            try:
+                now = time.time()
+                for call in list(self.direct.values()):
+                    if call.recorder is None:
+                        if now - call.created > self.settings.ephemeral_key_ttl_seconds + 60:
+                            self.direct.pop(call.id, None)  # a key nobody reported a call for
+                        continue
+                    if now - call.created > self.settings.max_call_seconds:
+                        await self._end_direct(call, "max_duration", cap=True)
+                    elif not self.slots.holds(call.id):
+                        await self._end_direct(call, "idle")
+            except Exception:
+                log.exception("the call sweeper failed")

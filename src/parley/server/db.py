@@ -1,0 +1,314 @@
+"""Storage: calls, transcript items, usage. SQLAlchemy 2 async; SQLite by default, PostgreSQL by URL.
+
+Every write is its own short transaction, committed before the method returns: a transcript item
+is durable the moment it completes, so killing the process loses nothing already complete
+(SQLite runs in WAL mode, which keeps committed transactions across a crash of the process).
+The schema is created and migrated on start by Alembic (`migrate()`, migrations in
+`parley/server/migrations`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def as_utc(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite hands back naive datetimes: they are UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Call(Base):
+    __tablename__ = "calls"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))  # "server" (unified, sideband) | "direct" (browser reports)
+    upstream_call_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    persona: Mapped[str] = mapped_column(String(128))  # the persona the call started with
+    personas: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [{"id", "name", "at"}], in order
+    model: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | ended | failed
+    end_reason: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    outcome: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    events_received: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (Index("ix_calls_user_created", "user_id", "created_at"),)
+
+
+class TranscriptItem(Base):
+    __tablename__ = "transcript_items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    call_id: Mapped[str] = mapped_column(String(64), ForeignKey("calls.id", ondelete="CASCADE"))
+    item_id: Mapped[str] = mapped_column(String(128))
+    seq: Mapped[float] = mapped_column(Float)  # position in the conversation (speech order)
+    role: Mapped[str] = mapped_column(String(16))  # user | assistant | system | tool
+    kind: Mapped[str] = mapped_column(String(32))  # message | function_call | function_call_output
+    persona: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    text: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="completed")  # completed | incomplete | failed | truncated | deleted
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    audio_end_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    completed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("call_id", "item_id", name="uq_transcript_call_item"),
+                      Index("ix_transcript_call_seq", "call_id", "seq"))
+
+
+class UsageRecord(Base):
+    __tablename__ = "usage_records"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    call_id: Mapped[str] = mapped_column(String(64), ForeignKey("calls.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # response | transcription
+    ref_id: Mapped[str] = mapped_column(String(128))  # response id or item id
+    persona: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    model: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    usage: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("call_id", "kind", "ref_id", name="uq_usage_call_ref"),
+                      Index("ix_usage_call", "call_id"))
+
+
+# -- migrations -----------------------------------------------------------------------------------
+
+
+def _upgrade(connection: Connection) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    command.upgrade(cfg, "head")
+
+
+async def migrate(engine: AsyncEngine) -> None:
+    """Create or upgrade the schema to the newest revision."""
+    async with engine.begin() as conn:
+        await conn.run_sync(_upgrade)
+
+
+def make_engine(url: str) -> AsyncEngine:
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        if path and path != ":memory:":
+            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return create_async_engine(url, pool_pre_ping=True)
+
+
+# -- the store ------------------------------------------------------------------------------------
+
+
+@dataclass
+class ItemRecord:
+    item_id: str
+    seq: float
+    role: str
+    kind: str
+    persona: str | None
+    text: str
+    status: str = "completed"
+    data: dict[str, Any] | None = None
+    audio_end_ms: int | None = None
+    started_at: dt.datetime | None = None
+
+
+def _day_start(now: dt.datetime | None = None) -> dt.datetime:
+    now = now or utcnow()
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    async def start(self) -> None:
+        await migrate(self.engine)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(select(1))
+
+    # calls ------------------------------------------------------------------------------------
+
+    async def create_call(self, *, id: str, user_id: str, kind: str, persona: str, persona_name: str,
+                          model: str, upstream_call_id: str | None = None) -> None:
+        now = utcnow()
+        async with self.sessions.begin() as s:
+            s.add(Call(id=id, user_id=user_id, kind=kind, persona=persona, model=model,
+                       upstream_call_id=upstream_call_id, status="active", created_at=now,
+                       personas=[{"id": persona, "name": persona_name, "at": now.isoformat()}],
+                       input_tokens=0, output_tokens=0, cost_usd=0.0, events_received=0))
+
+    async def get_call(self, call_id: str) -> Call | None:
+        async with self.sessions() as s:
+            return await s.get(Call, call_id)
+
+    async def end_call(self, call_id: str, *, status: str = "ended", reason: str) -> bool:
+        """Mark an active call over; False when it was already over."""
+        async with self.sessions.begin() as s:
+            result = await s.execute(update(Call).where(Call.id == call_id, Call.status == "active")
+                                     .values(status=status, end_reason=reason[:128], ended_at=utcnow()))
+            return bool(getattr(result, "rowcount", 0))
+
+    async def set_upstream_call_id(self, call_id: str, upstream_call_id: str) -> None:
+        async with self.sessions.begin() as s:
+            await s.execute(update(Call).where(Call.id == call_id).values(upstream_call_id=upstream_call_id))
+
+    async def add_persona(self, call_id: str, persona: str, name: str) -> None:
+        async with self.sessions.begin() as s:
+            call = await s.get(Call, call_id, with_for_update=True)
+            if call is not None:
+                call.personas = [*(call.personas or []), {"id": persona, "name": name, "at": utcnow().isoformat()}]
+
+    async def set_outcome(self, call_id: str, outcome: dict[str, Any]) -> None:
+        async with self.sessions.begin() as s:
+            await s.execute(update(Call).where(Call.id == call_id).values(outcome=outcome))
+
+    async def count_events(self, call_id: str, n: int) -> None:
+        async with self.sessions.begin() as s:
+            await s.execute(update(Call).where(Call.id == call_id)
+                            .values(events_received=Call.events_received + n))
+
+    async def end_stale_calls(self, reason: str = "server_restart") -> int:
+        """Calls left active by a previous run of the server (killed, crashed) are over."""
+        async with self.sessions.begin() as s:
+            result = await s.execute(update(Call).where(Call.status == "active")
+                                     .values(status="ended", end_reason=reason, ended_at=utcnow()))
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    async def list_calls(self, user_id: str, *, limit: int = 50, offset: int = 0) -> list[Call]:
+        async with self.sessions() as s:
+            rows = await s.scalars(select(Call).where(Call.user_id == user_id)
+                                   .order_by(Call.created_at.desc(), Call.id).limit(limit).offset(offset))
+            return list(rows)
+
+    async def day_cost(self, user_id: str) -> float:
+        """What the user's calls cost since midnight UTC."""
+        async with self.sessions() as s:
+            total = await s.scalar(select(func.coalesce(func.sum(Call.cost_usd), 0.0))
+                                   .where(Call.user_id == user_id, Call.created_at >= _day_start()))
+            return float(total or 0.0)
+
+    # transcript ---------------------------------------------------------------------------------
+
+    async def save_item(self, call_id: str, rec: ItemRecord) -> None:
+        """Insert or update one transcript item (committed before this returns)."""
+        now = utcnow()
+        async with self.sessions.begin() as s:
+            row = await s.scalar(select(TranscriptItem).where(TranscriptItem.call_id == call_id,
+                                                              TranscriptItem.item_id == rec.item_id))
+            if row is None:
+                s.add(TranscriptItem(call_id=call_id, item_id=rec.item_id, seq=rec.seq, role=rec.role,
+                                     kind=rec.kind, persona=rec.persona, text=rec.text, status=rec.status,
+                                     data=rec.data, audio_end_ms=rec.audio_end_ms,
+                                     started_at=rec.started_at or now, completed_at=now))
+            else:
+                row.seq, row.role, row.kind, row.persona = rec.seq, rec.role, rec.kind, rec.persona
+                row.text, row.status, row.data, row.audio_end_ms = rec.text, rec.status, rec.data, rec.audio_end_ms
+                row.completed_at = now
+
+    async def update_item(self, call_id: str, item_id: str, **values: Any) -> None:
+        async with self.sessions.begin() as s:
+            await s.execute(update(TranscriptItem).where(TranscriptItem.call_id == call_id,
+                                                         TranscriptItem.item_id == item_id).values(**values))
+
+    async def items(self, call_id: str) -> list[TranscriptItem]:
+        async with self.sessions() as s:
+            rows = await s.scalars(select(TranscriptItem).where(TranscriptItem.call_id == call_id)
+                                   .order_by(TranscriptItem.seq, TranscriptItem.id))
+            return list(rows)
+
+    # usage ----------------------------------------------------------------------------------------
+
+    async def add_usage(self, call_id: str, *, kind: str, ref_id: str, persona: str | None, model: str,
+                        status: str | None, input_tokens: int, output_tokens: int,
+                        usage: dict[str, Any] | None, cost_usd: float) -> bool:
+        """Record one response's (or transcription's) usage and add it to the call's totals, atomically.
+
+        False (and nothing changed) when that response was already recorded."""
+        async with self.sessions.begin() as s:
+            exists = await s.scalar(select(UsageRecord.id).where(
+                UsageRecord.call_id == call_id, UsageRecord.kind == kind, UsageRecord.ref_id == ref_id))
+            if exists is not None:
+                return False
+            s.add(UsageRecord(call_id=call_id, kind=kind, ref_id=ref_id, persona=persona, model=model,
+                              status=status, input_tokens=input_tokens, output_tokens=output_tokens,
+                              usage=usage, cost_usd=cost_usd, created_at=utcnow()))
+            await s.execute(update(Call).where(Call.id == call_id).values(
+                input_tokens=Call.input_tokens + input_tokens, output_tokens=Call.output_tokens + output_tokens,
+                cost_usd=Call.cost_usd + cost_usd))
+            return True
+
+    async def usage(self, call_id: str) -> list[UsageRecord]:
+        async with self.sessions() as s:
+            rows = await s.scalars(select(UsageRecord).where(UsageRecord.call_id == call_id)
+                                   .order_by(UsageRecord.id))
+            return list(rows)

@@ -1,0 +1,110 @@
+"""Prometheus metrics in the text exposition format (0.0.4), without a client library."""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable
+
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+Labels = tuple[tuple[str, str], ...]
+
+_DEFS: dict[str, tuple[str, str]] = {
+    "parley_calls_total": ("counter", "Calls started, by kind (server: unified with sideband; direct: browser with an ephemeral key)."),
+    "parley_calls_ended_total": ("counter", "Calls ended, by reason."),
+    "parley_calls_active": ("gauge", "Calls in progress."),
+    "parley_sessions_total": ("counter", "Ephemeral keys minted through /api/session."),
+    "parley_tokens_total": ("counter", "Tokens used by recorded responses, by direction."),
+    "parley_cost_usd_total": ("counter", "Dollars of recorded usage (responses and transcription)."),
+    "parley_transcript_items_total": ("counter", "Transcript items stored."),
+    "parley_tool_calls_total": ("counter", "Function calls the server answered, by name."),
+    "parley_caps_total": ("counter", "Calls the server ended because of a cap, by cap."),
+    "parley_rate_limited_total": ("counter", "Requests refused with 429, by reason."),
+    "parley_upstream_errors_total": ("counter", "Failed upstream operations, by operation and status."),
+    "parley_upstream_seconds": ("histogram", "Upstream operation latency, by operation."),
+    "parley_request_seconds": ("histogram", "Time spent in the server for API requests, by route."),
+    "parley_added_seconds": ("histogram", "The server's own time for API requests (upstream time excluded), by route."),
+}
+
+
+_UNLABELED = ("parley_sessions_total", "parley_cost_usd_total")
+
+
+def _labels(labels: dict[str, str]) -> Labels:
+    return tuple(sorted((k, str(v)) for k, v in labels.items()))
+
+
+def _fmt_labels(labels: Labels, extra: tuple[str, str] | None = None) -> str:
+    pairs = [*labels, *([extra] if extra else [])]
+    if not pairs:
+        return ""
+    esc = [(k, v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')) for k, v in pairs]
+    return "{" + ",".join(f'{k}="{v}"' for k, v in esc) + "}"
+
+
+def _num(value: float) -> str:
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return repr(float(value))
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self._values: dict[str, dict[Labels, float]] = {}
+        self._hist: dict[str, dict[Labels, tuple[list[int], list[float]]]] = {}  # counts, [sum, count]
+        self._gauges: dict[str, Callable[[], float]] = {}
+
+    def inc(self, metric: str, value: float = 1.0, **labels: str) -> None:
+        series = self._values.setdefault(metric, {})
+        key = _labels(labels)
+        series[key] = series.get(key, 0.0) + value
+
+    def gauge(self, metric: str, read: Callable[[], float]) -> None:
+        self._gauges[metric] = read
+
+    def observe(self, metric: str, seconds: float, **labels: str) -> None:
+        series = self._hist.setdefault(metric, {})
+        key = _labels(labels)
+        entry = series.get(key)
+        if entry is None:
+            entry = ([0] * len(BUCKETS), [0.0, 0.0])
+            series[key] = entry
+        counts, total = entry
+        i = bisect.bisect_left(BUCKETS, seconds)
+        if i < len(counts):
+            counts[i] += 1
+        total[0] += seconds
+        total[1] += 1
+
+    def value(self, metric: str, **labels: str) -> float:
+        return self._values.get(metric, {}).get(_labels(labels), 0.0)
+
+    def render(self) -> str:
+        out: list[str] = []
+        for name, (kind, help_text) in _DEFS.items():
+            out.append(f"# HELP {name} {help_text}")
+            out.append(f"# TYPE {name} {kind}")
+            if kind == "gauge" and name in self._gauges:
+                try:
+                    out.append(f"{name} {_num(float(self._gauges[name]()))}")
+                except Exception:  # a gauge must never break the page
+                    out.append(f"{name} NaN")
+            elif kind == "histogram":
+                for labels, (counts, (total, n)) in sorted(self._hist.get(name, {}).items()):
+                    running = 0
+                    for bound, count in zip(BUCKETS, counts, strict=True):
+                        running += count
+                        out.append(f"{name}_bucket{_fmt_labels(labels, ('le', _num(bound)))} {running}")
+                    out.append(f"{name}_bucket{_fmt_labels(labels, ('le', '+Inf'))} {int(n)}")
+                    out.append(f"{name}_sum{_fmt_labels(labels)} {_num(total)}")
+                    out.append(f"{name}_count{_fmt_labels(labels)} {int(n)}")
+            else:
+                series = self._values.get(name, {})
+                if not series and name in _UNLABELED:
+                    out.append(f"{name} 0")
+                for labels, value in sorted(series.items()):
+                    out.append(f"{name}{_fmt_labels(labels)} {_num(value)}")
+        return "\n".join(out) + "\n"

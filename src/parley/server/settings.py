@@ -1,0 +1,142 @@
+"""The Parley server's settings: environment variables `PARLEY_*` (and `.env`), documented in docs/server.md.
+
+The upstream is chosen once at start:
+
+* `local` (the default when nothing else is configured): Parley's own engine, mounted in the
+  same process at `/v1` and reached without a socket;
+* `openai`: when `OPENAI_API_KEY` is set (base URL `OPENAI_BASE_URL` / `PARLEY_OPENAI_BASE_URL`);
+* `url`: any OpenAI-compatible realtime engine at `PARLEY_UPSTREAM_URL` (e.g. `parley engine` on
+  another host), with `PARLEY_UPSTREAM_API_KEY` (or `OPENAI_API_KEY`) as its key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+UpstreamKind = Literal["local", "openai", "url"]
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "parley"
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PARLEY_", env_file=".env", extra="ignore",
+                                      populate_by_name=True)
+
+    # -- upstream ----------------------------------------------------------------------------
+    upstream: Literal["auto", "local", "openai", "url"] = "auto"
+    upstream_url: str | None = None  # e.g. http://127.0.0.1:8001/v1 (an engine by URL)
+    upstream_api_key: SecretStr | None = None  # the key for upstream_url (default: OPENAI_API_KEY)
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("PARLEY_OPENAI_API_KEY", "OPENAI_API_KEY"))
+    openai_base_url: str = Field(
+        default="https://api.openai.com/v1",
+        validation_alias=AliasChoices("PARLEY_OPENAI_BASE_URL", "OPENAI_BASE_URL"))
+    # The base URL browsers use to reach the upstream (calls_url of /api/session); default derived.
+    upstream_public_url: str | None = None
+    # How the server reaches itself for the in-process engine's sideband WebSocket (default:
+    # the address the request came in on).
+    self_url: str | None = None
+    upstream_timeout_seconds: float = Field(default=15.0, gt=0, le=300)
+    upstream_retries: int = Field(default=2, ge=0, le=5)
+
+    # -- sessions ----------------------------------------------------------------------------
+    model: str = "gpt-realtime"
+    transcription_model: str = "whisper-1"
+    transcription_language: str | None = "en"
+    vad_silence_ms: int = Field(default=500, ge=100, le=5000)
+    ephemeral_key_ttl_seconds: int = Field(default=60, ge=10, le=7200)
+
+    # -- storage -----------------------------------------------------------------------------
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str | None = None  # default: a SQLite file in data_dir
+    prices: Path | None = None  # JSON price overrides, {"gpt-realtime": {"audio_out": 64.0}}
+
+    # -- auth --------------------------------------------------------------------------------
+    auth: Literal["none", "bearer", "cookie"] = "none"
+    # user -> token, as JSON: PARLEY_AUTH_TOKENS='{"alice": "long-random-token"}'
+    auth_tokens: dict[str, SecretStr] = Field(default_factory=dict)
+    session_secret: SecretStr | None = None  # signs cookies; random per process when unset
+    session_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    cookie_secure: bool = False
+    cors_origins: list[str] = Field(default_factory=list)
+    metrics_token: SecretStr | None = None  # when set, /metrics needs `Authorization: Bearer <it>`
+    trust_forwarded_for: bool = False  # use X-Forwarded-For for the client address (behind a proxy)
+
+    # -- limits and caps ---------------------------------------------------------------------
+    rate_limit_per_minute: float = Field(default=20.0, gt=0)  # /api/session + /api/calls, per user
+    rate_limit_burst: int = Field(default=5, ge=1)
+    max_concurrent_calls: int = Field(default=2, ge=1)
+    max_call_seconds: float = Field(default=900.0, gt=0)
+    max_call_cost_usd: float = Field(default=2.0, gt=0)
+    daily_cost_cap_usd: float = Field(default=10.0, gt=0)
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_sdp_bytes: int = Field(default=64 * 1024, ge=512)
+    max_events_per_report: int = Field(default=500, ge=1)
+    max_events_per_call: int = Field(default=20_000, ge=1)
+    direct_idle_seconds: float = Field(default=120.0, gt=0)  # a browser-direct call with no report for this long is over
+
+    log_level: str = "info"
+
+    @field_validator("upstream_url", "upstream_public_url", "self_url", "openai_base_url")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().rstrip("/")
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value or None
+
+    @model_validator(mode="after")
+    def _check(self) -> ServerSettings:
+        kind = self.upstream_kind
+        if kind == "openai" and not self.openai_api_key:
+            raise ValueError("PARLEY_UPSTREAM=openai needs OPENAI_API_KEY")
+        if kind == "url" and not self.upstream_url:
+            raise ValueError("PARLEY_UPSTREAM=url needs PARLEY_UPSTREAM_URL")
+        if self.auth != "none" and not self.auth_tokens:
+            raise ValueError(f"PARLEY_AUTH={self.auth} needs PARLEY_AUTH_TOKENS (a JSON object user -> token)")
+        return self
+
+    @property
+    def upstream_kind(self) -> UpstreamKind:
+        if self.upstream != "auto":
+            return self.upstream
+        if self.upstream_url:
+            return "url"
+        if self.openai_api_key:
+            return "openai"
+        return "local"
+
+    @property
+    def upstream_key(self) -> str | None:
+        """The standard key the server uses upstream (None for the in-process engine)."""
+        kind = self.upstream_kind
+        if kind == "openai":
+            return self.openai_api_key.get_secret_value() if self.openai_api_key else None
+        if kind == "url":
+            key = self.upstream_api_key or self.openai_api_key
+            return key.get_secret_value() if key else "parley-no-key"
+        return None
+
+    @property
+    def database(self) -> str:
+        return normalize_database_url(self.database_url or f"sqlite:///{self.data_dir / 'parley.db'}")
+
+
+def normalize_database_url(url: str) -> str:
+    """Pick the async driver: sqlite -> aiosqlite, postgres(ql) -> asyncpg."""
+    if url.startswith("sqlite://"):
+        return "sqlite+aiosqlite://" + url.removeprefix("sqlite://")
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url.removeprefix(prefix)
+    return url
