@@ -35,7 +35,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Body, Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import Headers, MutableHeaders
@@ -61,6 +61,8 @@ from .auth import (
     set_cookie_later,
 )
 from .calls import CallManager
+from .copilot import PERSONAS as COPILOT
+from .copilot import answerer_for, stream_answer
 from .db import Store
 from .errors import ApiError, error_response, scrub
 from .limits import RateLimiter, retry_after
@@ -106,6 +108,12 @@ class EventsReport(BaseModel):
     events: list[dict[str, Any]] = Field(description="Server events as the data channel delivered them.")
     upstream_call_id: str | None = Field(None, pattern=r"^rtc_[A-Za-z0-9_-]{1,100}$",
                                          description="The upstream call id (Location of the SDP answer).")
+
+
+class CopilotAnswerRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mic_call_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    speaker_call_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class LoginRequest(BaseModel):
@@ -582,6 +590,22 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None,
         if len(body.events) > settings.max_events_per_report:
             raise ApiError(413, f"At most {settings.max_events_per_report} events per report.", "too_many_events")
         return await calls.report(principal, call_id, body.events, body.upstream_call_id)
+
+    # -- the copilot -------------------------------------------------------------------------------
+
+    copilot_answerer = answerer_for(settings)
+
+    @app.get("/api/copilot", tags=["copilot"])
+    async def copilot_info() -> dict[str, Any]:
+        return {"answerer": copilot_answerer.label, "personas": [p.card()["persona"] for p in COPILOT.values()]}
+
+    @app.post("/api/copilot/answer", tags=["copilot"], responses=ERRORS, response_class=StreamingResponse)
+    async def copilot_answer(body: CopilotAnswerRequest, principal: Who) -> StreamingResponse:
+        call = await owned_call(body.mic_call_id, principal)
+        if call.persona != "copilot/mic":
+            raise ApiError(400, "mic_call_id must be a copilot/mic call.", "not_a_copilot_call", param="mic_call_id")
+        return StreamingResponse(stream_answer(store, call.id, copilot_answerer), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store"})
 
     @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
     async def api_not_found(rest: str) -> JSONResponse:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from parley.apps.scenarios import Persona, UnknownPersonaError, get_persona
 
@@ -13,14 +13,23 @@ DEFAULT_PERSONA = "negotiator/sarah"
 
 
 def find_persona(persona_id: str) -> Persona:
+    from .copilot import PERSONAS
+
+    if persona_id in PERSONAS:
+        # The copilot's two connections stand where a scenario persona stands.
+        return cast(Persona, PERSONAS[persona_id])
     try:
         return get_persona(persona_id)
     except UnknownPersonaError as exc:
-        raise ApiError(400, str(exc), "unknown_persona", param="persona") from None
+        raise ApiError(400, f"{exc} or {', '.join(PERSONAS)}", "unknown_persona", param="persona") from None
 
 
 def persona_session(persona: Persona, settings: ServerSettings, *, update: bool = False) -> dict[str, Any]:
     """The GA session config for `persona`: for a new key or call, or (update=True) a `session.update`."""
+    from .copilot import CopilotPersona, session_for
+
+    if isinstance(persona, CopilotPersona):
+        return session_for(persona, settings)
     cfg = persona.session_config()
     transcription: dict[str, Any] = {"model": settings.transcription_model}
     if settings.transcription_language:

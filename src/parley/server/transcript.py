@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from parley.apps.copilot import THEM_LABEL
 from parley.apps.scenarios import UnknownPersonaError, get_persona
 
+from .copilot import PERSONAS as COPILOT_PERSONAS
 from .db import Call, TranscriptItem, UsageRecord, as_utc, utcnow
 
 
 def _persona_name(persona_id: str | None) -> str | None:
     if not persona_id:
         return None
+    if persona_id in COPILOT_PERSONAS:
+        return COPILOT_PERSONAS[persona_id].name
     try:
         return get_persona(persona_id).name
     except UnknownPersonaError:
@@ -52,7 +56,7 @@ def item_json(item: TranscriptItem) -> dict[str, Any]:
         "kind": item.kind,
         "persona": item.persona,
         "speaker": speaker(item),
-        "text": item.text,
+        "text": (item.text or "").removeprefix(THEM_LABEL).lstrip() if item.role == "user" else item.text,
         "status": item.status,
         "data": item.data,
         "audio_end_ms": item.audio_end_ms,
@@ -63,7 +67,10 @@ def item_json(item: TranscriptItem) -> dict[str, Any]:
 
 def speaker(item: TranscriptItem) -> str:
     if item.role == "user":
-        return "You"
+        # The copilot's recording carries the other party's lines, labelled.
+        return "Them" if (item.text or "").startswith(THEM_LABEL) else "You"
+    if item.kind == "main_answer":
+        return "Main answer"
     if item.role == "assistant":
         return _persona_name(item.persona) or "Agent"
     if item.role == "tool":
