@@ -114,6 +114,7 @@ class CopilotAnswerRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     mic_call_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     speaker_call_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    question: str | None = Field(None, max_length=4000, description="Their latest line, as the page heard it.")
 
 
 class LoginRequest(BaseModel):
@@ -596,7 +597,7 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None,
     copilot_answerer = answerer_for(settings)
 
     @app.get("/api/copilot", tags=["copilot"])
-    async def copilot_info() -> dict[str, Any]:
+    async def copilot_info(principal: Who) -> dict[str, Any]:  # the dependency sets the visitor's cookie
         return {"answerer": copilot_answerer.label, "personas": [p.card()["persona"] for p in COPILOT.values()]}
 
     @app.post("/api/copilot/answer", tags=["copilot"], responses=ERRORS, response_class=StreamingResponse)
@@ -604,7 +605,8 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None,
         call = await owned_call(body.mic_call_id, principal)
         if call.persona != "copilot/mic":
             raise ApiError(400, "mic_call_id must be a copilot/mic call.", "not_a_copilot_call", param="mic_call_id")
-        return StreamingResponse(stream_answer(store, call.id, copilot_answerer), media_type="text/event-stream",
+        return StreamingResponse(stream_answer(store, call.id, copilot_answerer, body.question),
+                                 media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store"})
 
     @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)

@@ -81,10 +81,16 @@ def lines_of(items: list[TranscriptItem]) -> list[Line]:
     return out
 
 
-async def stream_answer(store: Store, call_id: str, answerer: Answerer) -> AsyncIterator[str]:
-    """Server-sent events: the label, the answer's deltas, then done; the answer is stored on the call."""
+async def stream_answer(store: Store, call_id: str, answerer: Answerer, question: str | None = None) -> AsyncIterator[str]:
+    """Server-sent events: the label, the answer's deltas, then done; the answer is stored on the call.
+
+    `question` is their latest line as the page has it: its copy in the recording may still be on
+    its way over the sideband.
+    """
     items = await store.items(call_id)
     lines = lines_of(items)
+    if question and not any(line.speaker == "them" and line.text == question for line in lines[-3:]):
+        lines.append(Line("them", question))
     yield _sse({"label": answerer.label})
     text = ""
     try:

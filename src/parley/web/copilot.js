@@ -82,10 +82,10 @@ function onSpeakerEvent(event) {
   });
   if (mic._activeResponse) mic.sendClientEvent({ type: "response.cancel" });
   mic.sendClientEvent({ type: "response.create" });
-  mainAnswer(event.item_id);
+  mainAnswer(event.item_id, text);
 }
 
-async function mainAnswer(afterId) {
+async function mainAnswer(afterId, question) {
   const them = speaker && speaker.state.items.find((i) => i.id === afterId);
   const entry = { id: `main-${afterId}`, after: afterId, at: (them ? them.at : Date.now()) + 2, text: "", label: "", thinking: true };
   mains.push(entry);
@@ -94,7 +94,7 @@ async function mainAnswer(afterId) {
     const r = await fetch("/api/copilot/answer", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ mic_call_id: mic.state.callId, speaker_call_id: speaker.state.callId }),
+      body: JSON.stringify({ mic_call_id: mic.state.callId, speaker_call_id: speaker.state.callId, question }),
     });
     if (!r.ok || !r.body) throw new Error(`the server answered ${r.status}`);
     const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -148,6 +148,8 @@ async function start() {
   }
   mains.length = 0;
   injected.clear();
+  // Both calls must belong to the same visitor: make sure the identity cookie exists first.
+  await fetch("/api/me", { credentials: "same-origin" }).catch(() => {});
   mic = new RealtimeCall({ persona: "copilot/mic", deviceId: $("mic-device").value || null, reconnectAttempts: 3 });
   // The other side's voice is not echo: no echo cancellation or gain games on the system audio.
   speaker = new RealtimeCall({

@@ -1,0 +1,124 @@
+"""The copilot page in headless Chromium against `parley serve`: two streams, two labels, two kinds of answer.
+
+The fake microphone is "You". For "Them", getDisplayMedia is replaced by an audio element's
+captureStream() playing the other party's WAV: the page's capture code runs unchanged from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from browser_helpers import browser
+from parley.engine.app import Engine, EngineSettings
+from parley.engine.speech.wer import wer
+from parley.server.app import create_app
+from parley.server.settings import ServerSettings
+from parley.util.serving import serve_app
+from speechfixtures import speech_wav
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+QUESTION = "How does a load balancer work?"
+ANSWER = "I think a hash map would be the best choice for this problem."
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    settings = ServerSettings(upstream="local", data_dir=tmp_path_factory.mktemp("parley-data"),
+                              rate_limit_per_minute=600, rate_limit_burst=50, max_concurrent_calls=4)
+    with serve_app(create_app(settings, engine=Engine(EngineSettings(ice_hosts=["127.0.0.1"])))) as url:
+        yield url
+
+
+def display_media_from(wav: Path) -> str:
+    """An init script: getDisplayMedia answers with an audio element's captured stream."""
+    data = base64.b64encode(wav.read_bytes()).decode()
+    return """
+    navigator.mediaDevices.getDisplayMedia = async (constraints) => {
+      const audio = new Audio("data:audio/wav;base64,WAV");
+      await audio.play();
+      return audio.captureStream();
+    };
+    """.replace("WAV", data)
+
+
+async def until(page: Any, expression: str, timeout: float = 60.0) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await page.evaluate(expression)
+        if value:
+            return value
+        if loop.time() > deadline:
+            rows = await page.evaluate("[...document.querySelectorAll('#timeline .bubble')].map(b => b.textContent)")
+            raise TimeoutError(f"{expression!r} never held; timeline: {rows}")
+        await asyncio.sleep(0.1)
+
+
+def rows(kind: str) -> str:
+    return f"[...document.querySelectorAll('#timeline .bubble[data-kind=\"{kind}\"] .text')].map(t => t.textContent)"
+
+
+async def test_copilot_two_streams(server: str, tmp_path: Path) -> None:
+    them = speech_wav(tmp_path, QUESTION, voice="echo", lead_silence_ms=500, tail_silence_ms=12000)
+    you = speech_wav(tmp_path, ANSWER, voice="alloy", lead_silence_ms=9000, tail_silence_ms=30000)
+    async with browser(you) as chromium:
+        page = await chromium.new_page(viewport={"width": 1280, "height": 900})
+        await page.add_init_script(display_media_from(them))
+        await page.goto(server + "/copilot.html")
+        await until(page, "document.querySelector('#answerer').textContent.includes('Offline answerer')", 10)
+        await page.evaluate("""window.T = {};""")
+        await page.click("#start")
+        await until(page, "window.copilot && window.copilot.mic.state.status === 'connected' && "
+                          "window.copilot.speaker.state.status === 'connected'", 20)
+        await page.evaluate("""(() => {
+          const t = window.T;
+          window.copilot.speaker.addEventListener('event', (e) => {
+            if (e.detail.type === 'input_audio_buffer.speech_stopped' && !t.stopped) t.stopped = performance.now();
+          });
+          window.copilot.mic.addEventListener('event', (e) => {
+            if (e.detail.type === 'response.output_text.delta' && !t.aux) t.aux = performance.now();
+          });
+        })()""")
+
+        heard = await until(page, f"{rows('them')}.filter(t => t.length > 10)[0]", 30)
+        assert wer(QUESTION, heard) <= 0.5, heard
+        quick = await until(page, f"{rows('aux')}.filter(t => t.length > 10)[0]", 30)
+        # the mic assistant answered what the OTHER party asked: the injection works
+        assert quick.startswith("Load balancer"), quick
+        main = await until(page, "(() => { const m = document.querySelector('#timeline .bubble[data-kind=\"main\"]'); "
+                                 "return m && !m.classList.contains('thinking') ? m.textContent : null; })()", 30)
+        assert "Offline answerer" in main and "load balancer" in main.lower()
+        # within a second of the end of their question (speech_stopped comes 400 ms after it)
+        times = await page.evaluate("window.T")
+        assert times["aux"] - (times["stopped"] - 400) < 1000, times
+
+        said = await until(page, f"{rows('you')}.filter(t => t.length > 10)[0]", 40)
+        assert wer(ANSWER, said) <= 0.5, said
+        kinds = await page.evaluate("[...document.querySelectorAll('#timeline .bubble')].map(b => b.dataset.kind)")
+        assert kinds.index("them") < kinds.index("aux") < kinds.index("you")  # speech order, answers beside
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "copilot.png"), full_page=True)
+        mic_id = await page.evaluate("window.copilot.mic.state.callId")
+        speaker_id = await page.evaluate("window.copilot.speaker.state.callId")
+        await page.click("#stop")
+
+        # stored like any call, with both streams
+        cookies = {c["name"]: c["value"] for c in await page.context.cookies()}
+        async with httpx.AsyncClient(base_url=server, cookies=cookies) as http:
+            detail = (await http.get(f"/api/calls/{mic_id}")).json()
+            speakers = [i["speaker"] for i in detail["transcript"]]
+            assert {"Them", "You", "Quick answer", "Main answer"} <= set(speakers), speakers
+            assert speakers.index("Them") < speakers.index("You")
+            other = (await http.get(f"/api/calls/{speaker_id}")).json()
+            assert any(wer(QUESTION, i["text"] or "") <= 0.5 for i in other["transcript"])
+            listed = {c["id"] for c in (await http.get("/api/calls")).json()}
+            assert {mic_id, speaker_id} <= listed
