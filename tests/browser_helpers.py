@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -45,3 +46,16 @@ async def browser(fake_audio: Path | None = None, *, deny_microphone: bool = Fal
             yield b
         finally:
             await b.close()
+
+
+async def until(page: Any, expression: str, timeout: float = 60.0, *, context: str = "null") -> Any:
+    """Poll a JavaScript expression until it is truthy; its value. `context` (JS) explains a timeout."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await page.evaluate(expression)
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise TimeoutError(f"{expression!r} never held; {await page.evaluate(context)}")
+        await asyncio.sleep(0.1)

@@ -6,16 +6,14 @@ captureStream() playing the other party's WAV: the page's capture code runs unch
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from browser_helpers import browser
+from browser_helpers import browser, until
 from parley.engine.app import Engine, EngineSettings
 from parley.engine.speech.wer import wer
 from parley.server.app import create_app
@@ -25,6 +23,7 @@ from speechfixtures import speech_wav
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
+TIMELINE = "[...document.querySelectorAll('#timeline .bubble')].map(b => b.textContent)"
 QUESTION = "How does a load balancer work?"
 ANSWER = "I think a hash map would be the best choice for this problem."
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
@@ -50,19 +49,6 @@ def display_media_from(wav: Path) -> str:
     """.replace("WAV", data)
 
 
-async def until(page: Any, expression: str, timeout: float = 60.0) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = await page.evaluate(expression)
-        if value:
-            return value
-        if loop.time() > deadline:
-            rows = await page.evaluate("[...document.querySelectorAll('#timeline .bubble')].map(b => b.textContent)")
-            raise TimeoutError(f"{expression!r} never held; timeline: {rows}")
-        await asyncio.sleep(0.1)
-
-
 def rows(kind: str) -> str:
     return f"[...document.querySelectorAll('#timeline .bubble[data-kind=\"{kind}\"] .text')].map(t => t.textContent)"
 
@@ -74,7 +60,7 @@ async def test_copilot_two_streams(server: str, tmp_path: Path) -> None:
         page = await chromium.new_page(viewport={"width": 1280, "height": 900})
         await page.add_init_script(display_media_from(them))
         await page.goto(server + "/copilot.html")
-        await until(page, "document.querySelector('#answerer').textContent.includes('Offline answerer')", 10)
+        await until(page, "document.querySelector('#answerer').textContent.includes('Offline answerer')", 10, context=TIMELINE)
         await page.evaluate("""window.T = {};""")
         await page.click("#start")
         await until(page, "window.copilot && window.copilot.mic.state.status === 'connected' && "
@@ -89,9 +75,9 @@ async def test_copilot_two_streams(server: str, tmp_path: Path) -> None:
           });
         })()""")
 
-        heard = await until(page, f"{rows('them')}.filter(t => t.length > 10)[0]", 30)
+        heard = await until(page, f"{rows('them')}.filter(t => t.length > 10)[0]", 30, context=TIMELINE)
         assert wer(QUESTION, heard) <= 0.5, heard
-        quick = await until(page, f"{rows('aux')}.filter(t => t.length > 10)[0]", 30)
+        quick = await until(page, f"{rows('aux')}.filter(t => t.length > 10)[0]", 30, context=TIMELINE)
         # the mic assistant answered what the OTHER party asked: the injection works
         assert quick.startswith("Load balancer"), quick
         main = await until(page, "(() => { const m = document.querySelector('#timeline .bubble[data-kind=\"main\"]'); "
@@ -101,7 +87,7 @@ async def test_copilot_two_streams(server: str, tmp_path: Path) -> None:
         times = await page.evaluate("window.T")
         assert times["aux"] - (times["stopped"] - 400) < 1000, times
 
-        said = await until(page, f"{rows('you')}.filter(t => t.length > 10)[0]", 40)
+        said = await until(page, f"{rows('you')}.filter(t => t.length > 10)[0]", 40, context=TIMELINE)
         assert wer(ANSWER, said) <= 0.5, said
         kinds = await page.evaluate("[...document.querySelectorAll('#timeline .bubble')].map(b => b.dataset.kind)")
         assert kinds.index("them") < kinds.index("aux") < kinds.index("you")  # speech order, answers beside

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from browser_helpers import browser
+from browser_helpers import browser, until
 from parley.engine.app import Engine, EngineSettings
 from parley.engine.speech.wer import wer
 from parley.server.app import create_app
@@ -44,20 +44,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def mic_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Chromium loops the file: one sentence, then a long pause for the answers.
     return speech_wav(tmp_path_factory.mktemp("wav"), SAID, lead_silence_ms=4000, tail_silence_ms=40000)
-
-
-async def until(page: Any, expression: str, timeout: float = 60.0) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = await page.evaluate(expression)
-        if value:
-            return value
-        if loop.time() > deadline:
-            state = await page.evaluate(
-                "window.parleyCall ? JSON.stringify(window.parleyCall.state.items.map(i => [i.role, i.text])) : ''")
-            raise TimeoutError(f"{expression!r} never held; items: {state}")
-        await asyncio.sleep(0.1)
 
 
 BUBBLES = "[...document.querySelectorAll('#transcript .bubble')].map(b => [b.classList[1], " \

@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from browser_helpers import browser
+from browser_helpers import browser, until
 from parley.apps.scenarios import get_persona
 from parley.engine.app import Engine, EngineSettings, create_app
 from parley.engine.speech.wer import wer
@@ -34,18 +34,6 @@ def engine_and_page() -> Iterator[tuple[str, str]]:
     pages = Starlette(routes=[Mount("/", StaticFiles(directory=PAGES, html=True))])
     with serve_app(create_app(engine)) as engine_url, serve_app(pages) as page_url:
         yield engine_url, page_url
-
-
-async def _wait(page: Any, expression: str, timeout: float = 60.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await page.evaluate(expression)
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            events = await page.evaluate("window.events.map(e => e.type)")
-            raise TimeoutError(f"{expression} never held; events: {events}")
-        await asyncio.sleep(0.1)
 
 
 async def test_seed_page_calls_the_engine_with_an_ephemeral_key(
@@ -72,13 +60,13 @@ async def test_seed_page_calls_the_engine_with_an_ephemeral_key(
                     sideband_events.append(json.loads(message))
 
             listener = asyncio.create_task(listen())
-            transcript = await _wait(page, """window.events.filter(e =>
+            transcript = await until(page, """window.events.filter(e =>
                 e.type === 'conversation.item.input_audio_transcription.completed').map(e => e.transcript)[0]""")
             assert wer(SENTENCE, transcript) <= 0.3, transcript
-            answer = await _wait(page, """window.events.filter(e => e.type === 'response.done')
+            answer = await until(page, """window.events.filter(e => e.type === 'response.done')
                 .map(e => e.response.output[0].content[0].transcript)[0]""")
             assert answer
-            await _wait(page, "window.events.some(e => e.type === 'output_audio_buffer.stopped')", 30)
+            await until(page, "window.events.some(e => e.type === 'output_audio_buffer.stopped')", 30)
             audio = await page.evaluate("window.inboundAudio()")
             assert audio["packets"] > 50 and audio["energy"] > 0, audio
 
@@ -90,7 +78,7 @@ async def test_seed_page_calls_the_engine_with_an_ephemeral_key(
             await sideband.send(json.dumps({"type": "session.update", "session": {
                 "type": "realtime", "instructions": marco.instructions, "audio": {"output": {"voice": marco.voice}}}}))
             await sideband.send(json.dumps({"type": "response.create"}))
-            second = await _wait(page, """(() => { const d = window.events.filter(e => e.type === 'response.done');
+            second = await until(page, """(() => { const d = window.events.filter(e => e.type === 'response.done');
                 return d.length > 1 ? d[d.length - 1].response.output[0].content[0].transcript : null; })()""")
             assert "Marco" in second, second
             listener.cancel()
