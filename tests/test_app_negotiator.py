@@ -99,9 +99,17 @@ async def test_practice_call_end_to_end(server: str, mic_wav: Path) -> None:
         await until(page, "document.querySelector('#status').dataset.status === 'disconnected'", 10)
         assert "save" in (await page.text_content("#outcome-detail") or "")
 
-        # the call is stored, with its transcript and cost
+        # the call is stored, with its transcript, cost and recording
         async with httpx.AsyncClient(base_url=server, cookies=await _cookies(page)) as http:
-            detail = (await http.get(f"/api/calls/{call_id}")).json()
+            for _ in range(100):
+                detail = (await http.get(f"/api/calls/{call_id}")).json()
+                if detail.get("has_audio"):
+                    break
+                await asyncio.sleep(0.1)
+            assert detail["has_audio"], "the page uploaded no recording"
+            audio = await http.get(f"/api/calls/{call_id}/audio")
+            assert audio.status_code == 200 and audio.headers["content-type"].startswith("audio/")
+            assert len(audio.content) > 20_000  # tens of seconds of both voices
         assert detail["status"] != "active"
         assert detail["outcome"] and detail["outcome"]["new_monthly_price"] < 129.99
         assert [p["name"] for p in detail["personas"]][:2] == ["Sarah", "Marco"]
@@ -116,6 +124,7 @@ async def test_practice_call_end_to_end(server: str, mic_wav: Path) -> None:
         assert "Sarah" in row and "Marco" in row and "$" in row
         md = await history.get_attribute("#dl-md", "href")
         assert md and md.endswith("format=md")
+        assert await history.is_visible("#dl-audio")
         await history.screenshot(path=str(ARTIFACTS / "history.png"), full_page=True)
 
 

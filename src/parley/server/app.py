@@ -24,6 +24,7 @@ import functools
 import json
 import logging
 import os
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -35,7 +36,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Body, Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import Headers, MutableHeaders
@@ -155,27 +156,33 @@ CALLS_BODY = {
 # -- middleware -----------------------------------------------------------------------------------
 
 
+AUDIO_UPLOAD = re.compile(r"^/api/calls/[^/]+/audio$")
+AUDIO_TYPES = {"audio/webm": "webm", "audio/ogg": "ogg", "audio/wav": "wav", "audio/mp4": "m4a"}
+
+
 class ServerMiddleware:
     """Timing (Server-Timing, the added-latency metric), cookies set by auth, safety headers."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body: int) -> None:
-        self.app, self.metrics, self.max_body = app, metrics, max_body
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body: int, max_audio: int) -> None:
+        self.app, self.metrics, self.max_body, self.max_audio = app, metrics, max_body, max_audio
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(413, f"The request body is larger than {self.max_body} bytes.", "body_too_large")
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        response = error_response(413, f"The request body is larger than {limit} bytes.", "body_too_large")
         await response(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # A call's recording is the one large body the server takes.
+        limit = self.max_audio if AUDIO_UPLOAD.match(scope["path"]) else self.max_body
         length = Headers(scope=scope).get("content-length")
         if length is not None:
             if not length.isdigit():
                 await error_response(400, "Invalid Content-Length.", "invalid_request")(scope, receive, send)
                 return
-            if int(length) > self.max_body:
-                await self._too_large(scope, receive, send)
+            if int(length) > limit:
+                await self._too_large(scope, receive, send, limit)
                 return
         received = 0
 
@@ -184,7 +191,7 @@ class ServerMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body:
+                if received > limit:
                     raise StarletteHTTPException(413, "body too large")
             return message
 
@@ -337,7 +344,8 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None,
                   description="Ephemeral keys, server-held calls with sideband recording, limits and storage.")
     app.state.settings, app.state.store, app.state.calls = settings, store, calls
     app.state.metrics, app.state.upstream, app.state.engine = metrics, upstream, engine
-    app.add_middleware(ServerMiddleware, metrics=metrics, max_body=settings.max_body_bytes)
+    app.add_middleware(ServerMiddleware, metrics=metrics, max_body=settings.max_body_bytes,
+                       max_audio=settings.max_audio_bytes)
     if settings.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
@@ -555,7 +563,39 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None,
     @app.get("/api/calls/{call_id}", tags=["calls"], responses=ERRORS)
     async def get_call(call_id: CallId, principal: Who) -> dict[str, Any]:
         call = await owned_call(call_id, principal)
-        return call_detail(call, await store.items(call_id), await store.usage(call_id))
+        detail = call_detail(call, await store.items(call_id), await store.usage(call_id))
+        return {**detail, "has_audio": recording(call_id) is not None}
+
+    def recording(call_id: str) -> Path | None:
+        return next((p for p in (settings.data_dir / "audio").glob(f"{call_id}.*") if p.is_file()), None)
+
+    @app.post("/api/calls/{call_id}/audio", tags=["calls"], responses=ERRORS)
+    async def upload_audio(request: Request, call_id: CallId, principal: Who) -> dict[str, Any]:
+        """The call's recording (microphone and agent, mixed in the browser)."""
+        await owned_call(call_id, principal)
+        kind = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+        if kind not in AUDIO_TYPES:
+            raise ApiError(415, f"Send the recording as one of {', '.join(AUDIO_TYPES)}.", "unsupported_media_type")
+        data = await request.body()
+        if len(data) < 64:
+            raise ApiError(400, "The recording is empty.", "empty_recording")
+        folder = settings.data_dir / "audio"
+        folder.mkdir(parents=True, exist_ok=True)
+        old = recording(call_id)
+        if old is not None:
+            old.unlink()
+        path = folder / f"{call_id}.{AUDIO_TYPES[kind]}"
+        await asyncio.to_thread(path.write_bytes, data)
+        return {"call_id": call_id, "bytes": len(data), "type": kind}
+
+    @app.get("/api/calls/{call_id}/audio", tags=["calls"], responses=ERRORS, response_class=FileResponse)
+    async def download_audio(call_id: CallId, principal: Who) -> FileResponse:
+        await owned_call(call_id, principal)
+        path = recording(call_id)
+        if path is None:
+            raise ApiError(404, "This call has no recording.", "no_recording")
+        kind = next(k for k, ext in AUDIO_TYPES.items() if path.suffix == f".{ext}")
+        return FileResponse(path, media_type=kind, filename=f"{call_id}{path.suffix}")
 
     @app.get("/api/calls/{call_id}/transcript", tags=["calls"], responses=ERRORS, response_class=Response)
     async def transcript(request: Request, call_id: CallId, principal: Who,

@@ -81,6 +81,7 @@ class ServerSettings(BaseSettings):
     max_sdp_bytes: int = Field(default=64 * 1024, ge=512)
     max_events_per_report: int = Field(default=500, ge=1)
     max_events_per_call: int = Field(default=20_000, ge=1)
+    max_audio_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)  # a call's recording (mic + agent)
     direct_idle_seconds: float = Field(default=120.0, gt=0)  # a browser-direct call with no report for this long is over
 
     log_level: str = "info"

@@ -162,6 +162,7 @@ async function start() {
     mode: $("direct").checked ? "direct" : "server",
     pushToTalk: $("ptt").checked,
     greet: true,
+    record: true,
     deviceId: $("device").value || null,
     volume: Number($("volume").value),
     audio: headsetAudio($("headset").checked),
@@ -199,7 +200,9 @@ async function end() {
   const direct = $("direct").checked;
   call.disconnect();
   render();
-  if (!callId || direct) return;
+  if (!callId) return;
+  upload(callId, call.recording);
+  if (direct) return;
   try {
     await fetch(`/api/calls/${encodeURIComponent(callId)}/hangup`, { method: "POST" });
     const detail = await (await fetch(`/api/calls/${encodeURIComponent(callId)}`)).json();
@@ -208,6 +211,17 @@ async function end() {
     /* the page already shows what it saw */
   }
   renderOutcome();
+}
+
+/** Keep the call's recording on the server, for the history page. */
+async function upload(callId, recording) {
+  const blob = await recording;
+  if (!blob) return;
+  await fetch(`/api/calls/${encodeURIComponent(callId)}/audio`, {
+    method: "POST",
+    body: blob,
+    headers: { "Content-Type": blob.type || "audio/webm" },
+  }).catch(() => {});
 }
 
 async function escalate() {

@@ -135,6 +135,8 @@ export class RealtimeCall extends EventTarget {
       deviceId: null,
       pushToTalk: false,
       greet: false,
+      record: false, // keep a recording of both sides (microphone and agent), see `recording`
+
       volume: 1,
       reconnectAttempts: 2,
       meterIntervalMs: 50,
@@ -334,6 +336,7 @@ export class RealtimeCall extends EventTarget {
 
   _lost(reason) {
     if (this._closing || this.state.status === "reconnecting") return;
+    this._stopRecording(); // a reconnected call starts a recording of its own
     this._teardown();
     if (this._retries < this.options.reconnectAttempts) {
       this._retries += 1;
@@ -359,6 +362,8 @@ export class RealtimeCall extends EventTarget {
 
   disconnect() {
     this._closing = true;
+    /** A Promise of the call's recording (a Blob, or null), when `record` was on. */
+    this.recording = this._stopRecording();
     this._teardown();
     this._set({ status: "disconnected", agentSpeaking: false, userSpeaking: false });
   }
@@ -371,7 +376,8 @@ export class RealtimeCall extends EventTarget {
     if (this.dc) this.dc.close();
     if (this.pc) this.pc.close();
     if (this.stream) this.stream.getTracks().forEach((t) => t.stop());
-    if (this._audioContext) this._audioContext.close();
+    // A recording still flushing keeps its audio context until it is done.
+    if (this._audioContext && !this._recorder) this._audioContext.close();
     this._audioContext = null;
     this._analysers = {};
     this.dc = this.pc = this.stream = null;
@@ -508,6 +514,7 @@ export class RealtimeCall extends EventTarget {
       const analyser = this._audioContext.createAnalyser();
       analyser.fftSize = 1024;
       source.connect(analyser); // analysed only, never played: the <audio> element plays the agent
+      if (this.options.record) this._record(source, which);
       this._analysers[which] = { analyser, buffer: new Float32Array(analyser.fftSize) };
     } catch {
       return; // no Web Audio: no meters, the call still works
@@ -516,6 +523,40 @@ export class RealtimeCall extends EventTarget {
       this._latency = new LatencyMeter();
       this._ticker = setInterval(() => this._tick(), this.options.meterIntervalMs);
     }
+  }
+
+  _record(source, which) {
+    if (!window.MediaRecorder) return;
+    if (!this._recordMix) {
+      this._recordMix = this._audioContext.createMediaStreamDestination();
+      this._recordSources = {};
+    }
+    if (this._recordSources[which]) this._recordSources[which].disconnect(this._recordMix);
+    source.connect(this._recordMix);
+    this._recordSources[which] = source;
+    if (this._recorder) return;
+    const type = ["audio/webm;codecs=opus", "audio/ogg;codecs=opus", "audio/mp4"].find((t) => MediaRecorder.isTypeSupported(t));
+    const chunks = [];
+    const recorder = new MediaRecorder(this._recordMix.stream, type ? { mimeType: type } : undefined);
+    recorder.ondataavailable = (e) => e.data.size && chunks.push(e.data);
+    this._recording = new Promise((resolve) => {
+      recorder.onstop = () => resolve(chunks.length ? new Blob(chunks, { type: recorder.mimeType.split(";")[0] }) : null);
+    });
+    recorder.start(1000);
+    this._recorder = recorder;
+  }
+
+  _stopRecording() {
+    const recorder = this._recorder;
+    if (!recorder) return Promise.resolve(null);
+    const context = this._audioContext;
+    const done = this._recording.then((blob) => {
+      if (context) context.close();
+      return blob;
+    });
+    this._recorder = this._recordMix = this._recordSources = null;
+    if (recorder.state !== "inactive") recorder.stop();
+    return done;
   }
 
   _tick() {
