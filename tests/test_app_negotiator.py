@@ -171,11 +171,15 @@ async def test_browser_direct_push_to_talk_and_text(server: str, mic_wav: Path) 
         assert sum(1 for i in detail["transcript"] if i["role"] == "assistant") >= 2
 
 
-async def test_denied_microphone_is_explained(server: str) -> None:
+async def test_denied_microphone_is_explained_on_a_phone(server: str) -> None:
     async with browser(None, deny_microphone=True) as chromium:
-        page = await chromium.new_page()
+        page = await chromium.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)
         await page.goto(server + "/")
         await page.click("#start")
         message = await until(page, "document.querySelector('#errors').textContent", 15)
         assert "denied" in message.lower() and "microphone" in message.lower()
         assert await page.get_attribute("#status", "data-status") == "disconnected"
+        # phone width: one column, nothing wider than the screen
+        assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "negotiator-phone.png"), full_page=True)
