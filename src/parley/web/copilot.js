@@ -40,7 +40,12 @@ function timeline() {
     }
   }
   for (const m of mains) rows.push({ kind: "main", id: m.id, at: m.at, text: m.text, label: m.label, thinking: m.thinking });
-  return rows.sort((a, b) => a.at - b.at);
+  rows.sort((a, b) => a.at - b.at);
+  // The quick answer first, then the considered one, both after the line they answer.
+  for (let i = 0; i + 1 < rows.length; i++) {
+    if (rows[i].kind === "main" && rows[i + 1].kind === "aux") [rows[i], rows[i + 1]] = [rows[i + 1], rows[i]];
+  }
+  return rows;
 }
 
 function render() {
@@ -62,7 +67,7 @@ function render() {
   const box = $("timeline");
   const nearBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 60;
   box.innerHTML = rows.map((r) => {
-    const who = { them: "Them", you: "You", aux: "Quick answer", main: r.label || "Main answer" }[r.kind];
+    const who = { them: "Them", you: "You", aux: "Quick answer", main: `Main answer${r.label ? ` · ${r.label}` : ""}` }[r.kind];
     return `<div class="bubble ${r.kind}${r.thinking ? " thinking" : ""}" data-kind="${r.kind}" data-item="${escape(r.id)}">` +
       `<span class="who">${escape(who)}</span><span class="text">${escape(r.text)}</span></div>`;
   }).join("");
