@@ -302,7 +302,7 @@ class Session:
 
     def _require_realtime(self, what: str) -> None:
         if not self.is_realtime:
-            raise ProtocolError("invalid_request_error", f"{what} is not supported in a transcription session.")
+            raise ProtocolError("unsupported_event", f"{what} is not supported in a transcription session.")
 
     def _update_session(self, patch: dict[str, Any]) -> None:
         # OpenAI refuses a new voice once the assistant has spoken; the local engine allows it, so
@@ -946,7 +946,7 @@ class Session:
 
     def _clear_output_buffer(self) -> None:
         if self.playback != "server":
-            raise ProtocolError("invalid_request_error",
+            raise ProtocolError("unsupported_event",
                                 "output_audio_buffer.clear is only supported for WebRTC and SIP sessions.")
         self._stop_playback()
 
