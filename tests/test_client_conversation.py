@@ -40,20 +40,6 @@ def chat() -> Iterator[tuple[str, ChatServerURL]]:
             yield url, chat_url
 
 
-def _skip_without_webrtc(transport: str, url: str) -> None:
-    if transport != "webrtc":
-        return
-    import httpx
-
-    # The lead is building POST /v1/realtime/calls in src/parley/engine/webrtc.py; until it exists
-    # the engine answers 404/405 here.
-    probe = httpx.post(f"{url}/v1/realtime/calls", headers={"Authorization": "Bearer sk-test",
-                                                            "Content-Type": "application/sdp"}, content=b"v=0\r\n")
-    if probe.status_code in (404, 405):
-        pytest.skip("the engine has no WebRTC endpoint yet (POST /v1/realtime/calls, being built in "
-                    "src/parley/engine/webrtc.py)")
-
-
 def session_config() -> dict[str, Any]:
     return {
         "instructions": "You are a helpful assistant. Answer briefly.",
@@ -84,7 +70,6 @@ def assistant_after(client: RealtimeClient, item_id: str) -> list[Any]:
 @pytest.mark.parametrize("transport", ["websocket", "webrtc"])
 async def test_conversation_spoken_text_tool_and_barge_in(chat: tuple[str, ChatServerURL], transport: str) -> None:
     url, chat_url = chat
-    _skip_without_webrtc(transport, url)
     player = AudioPlayer("clock") if transport == "websocket" else None
     client = RealtimeClient(base_url=url, api_key="sk-test", transport=transport,  # type: ignore[arg-type]
                             session=session_config(), player=player, ice_hosts=["127.0.0.1"])
