@@ -668,3 +668,10 @@ def test_chat_server_works_with_the_openai_sdk(chat_url: ChatServerURL) -> None:
     args = "".join(c.choices[0].delta.tool_calls[0].function.arguments or ""
                    for c in stream if c.choices and c.choices[0].delta.tool_calls)
     assert json.loads(args) == {"city": "Oslo"}
+
+
+def test_generic_echo_keeps_one_full_stop() -> None:
+    request = ResponseRequest(instructions="You are a helpful assistant.", items=[
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "My package arrives on Thursday."}]}])
+    reply = GenericResponder().reply(request)
+    assert reply.startswith("I heard: My package arrives on Thursday. I'm") and ".." not in reply

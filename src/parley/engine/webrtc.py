@@ -147,6 +147,8 @@ class AgentAudioTrack(PacedAudioTrack):
             take = min(FRAME_SAMPLES - filled, pcm.size)
             out[filled : filled + take] = pcm[:take]
             filled += take
+            if self._current is not None and self._current[0] != response_id and self._current[0] in self._finished:
+                self._drained()  # the previous response played out right before this one
             self._current = (response_id, item_id)
             self._played[item_id] = self._played.get(item_id, 0) + take
             if take == pcm.size:

@@ -106,7 +106,8 @@ class GenericResponder:
         already_hinted = any(self.hint in message_text(it) for it in items if is_message(it, "assistant"))
         if already_hinted:
             return f"I heard: {echo}"
-        return f"I heard: {echo}. I'm a scripted local engine, so that's all I can do with it. {self.hint}"
+        stop = "" if echo.endswith((".", "!", "?")) else "."  # "Thursday." must not become "Thursday.."
+        return f"I heard: {echo}{stop} I'm a scripted local engine, so that's all I can do with it. {self.hint}"
 
     async def respond(self, request: ResponseRequest) -> AsyncIterator[ResponseChunk]:
         async for delta in stream_text(self.reply(request)):
