@@ -61,6 +61,16 @@ class ServerEvent:
         value = self.data.get("event_id")
         return value if isinstance(value, str) else None
 
+    # Most events name their item and response at the top level; the few that carry the whole
+    # item or response override these.
+    @property
+    def item_id(self) -> str | None:
+        return _str_or_none(self.data.get("item_id"))
+
+    @property
+    def response_id(self) -> str | None:
+        return _str_or_none(self.data.get("response_id"))
+
     def get(self, key: str, default: Any = None) -> Any:
         return self.data.get(key, default)
 
@@ -148,10 +158,6 @@ class SpeechEvent(ServerEvent):
 
     __slots__ = ()
 
-    @property
-    def item_id(self) -> str | None:
-        return _str_or_none(self.data.get("item_id"))
-
 
 class ItemEvent(ServerEvent):
     """`conversation.item.added|done|created|retrieved`, `response.output_item.added|done`."""
@@ -178,10 +184,6 @@ class TranscriptionCompleted(ServerEvent):
     __slots__ = ()
 
     @property
-    def item_id(self) -> str | None:
-        return _str_or_none(self.data.get("item_id"))
-
-    @property
     def transcript(self) -> str:
         return str(self.data.get("transcript") or "")
 
@@ -195,14 +197,6 @@ class TextDelta(ServerEvent):
     @property
     def delta(self) -> str:
         return str(self.data.get("delta") or "")
-
-    @property
-    def item_id(self) -> str | None:
-        return _str_or_none(self.data.get("item_id"))
-
-    @property
-    def response_id(self) -> str | None:
-        return _str_or_none(self.data.get("response_id"))
 
 
 class AudioDelta(ServerEvent):
@@ -219,14 +213,6 @@ class AudioDelta(ServerEvent):
         if self._audio is None:
             self._audio = base64.b64decode(self.data.get("delta") or "")
         return self._audio
-
-    @property
-    def item_id(self) -> str | None:
-        return _str_or_none(self.data.get("item_id"))
-
-    @property
-    def response_id(self) -> str | None:
-        return _str_or_none(self.data.get("response_id"))
 
 
 class FunctionCallArgumentsDone(ServerEvent):
