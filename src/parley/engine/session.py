@@ -549,9 +549,7 @@ class Session:
             raise ProtocolError("invalid_value", f"Previous item with id '{prev}' does not exist.",
                                 "previous_item_id")
         item = self._item_from_client(event.item)
-        if prev is None:
-            prev = self._order[-1] if self._order else None
-        self._insert(item, None if prev is None else prev)
+        self._insert(item, prev)
         previous = self._previous(item["id"])
         self._emit(ev.conversation_item_added(_copy(item), previous))
         pending = self._stt.get(item["id"])
@@ -679,8 +677,6 @@ class Session:
             metadata=p.metadata,
             params=params,
         )
-        if len(set(resp.modalities)) > 1:
-            resp.modalities = ["audio"]
         self._responses[resp.id] = resp
         if not out_of_band:
             self._active = resp.id

@@ -17,7 +17,17 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from . import beta as _beta
 from .errors import ProtocolError, error_from, from_validation_error
 from .items import Item, ItemReference
-from .session import AudioFormat, CustomVoice, MaxOutputTokens, Modality, Prompt, Reasoning, Tool, ToolChoice
+from .session import (
+    AudioFormat,
+    CustomVoice,
+    MaxOutputTokens,
+    Modality,
+    Prompt,
+    Reasoning,
+    Tool,
+    ToolChoice,
+    one_modality,
+)
 
 MAX_APPEND_BYTES = 15 * 1024 * 1024  # OpenAI's limit per input_audio_buffer.append
 
@@ -114,8 +124,8 @@ class ResponseParams(BaseModel):
     def _check(self) -> ResponseParams:
         if self.metadata is not None and len(self.metadata) > 16:
             raise ValueError("metadata can have at most 16 pairs")
-        if self.output_modalities is not None and not self.output_modalities:
-            raise ValueError("output_modalities must name 'audio' or 'text'")
+        if self.output_modalities is not None:
+            self.output_modalities = one_modality(self.output_modalities)
         return self
 
     @property

@@ -200,7 +200,7 @@ MaxOutputTokens = Annotated[int, Field(ge=1, le=32_768)] | Literal["inf"]
 Modality = Literal["text", "audio"]
 
 
-def _one_modality(value: list[Modality]) -> list[Modality]:
+def one_modality(value: list[Modality]) -> list[Modality]:
     if not value:
         raise ValueError("output_modalities must name 'audio' or 'text'")
     if len(set(value)) > 1:
@@ -231,7 +231,7 @@ class RealtimeSessionConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> RealtimeSessionConfig:
-        self.output_modalities = _one_modality(list(self.output_modalities))
+        self.output_modalities = one_modality(list(self.output_modalities))
         return self
 
 
