@@ -9,11 +9,12 @@ from typing import Any
 
 import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
 
 from parley.audio.levels import dbfs
 from parley.audio.pcm import SAMPLE_RATE
-from parley.engine.webrtc import FRAME_SAMPLES, PacedAudioTrack, shorten_jitter_buffer
+from parley.engine.webrtc import FRAME_SAMPLES, PacedAudioTrack, set_jitter_buffer
 
 
 class PcmTrack(PacedAudioTrack):
@@ -71,9 +72,9 @@ class RtcPeer:
         @self.pc.on("track")
         def _track(track: MediaStreamTrack) -> None:
             # Receive like a browser on loopback (its adaptive buffer holds ~20-40 ms), not with
-            # aiortc's fixed 80 ms.
+            # aiortc's fixed 80 ms: a frame is released when the next packet shows it whole.
             for transceiver in self.pc.getTransceivers():
-                shorten_jitter_buffer(transceiver.receiver)
+                set_jitter_buffer(transceiver.receiver, JitterBuffer(capacity=16, prefetch=1))
             self._tasks.append(asyncio.ensure_future(self._listen(track)))
 
     async def _listen(self, track: MediaStreamTrack) -> None:

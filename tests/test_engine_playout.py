@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+from aiortc.rtp import RtpPacket
 
-from parley.engine.webrtc import FRAME_SAMPLES, AgentAudioTrack
+from parley.engine.webrtc import FRAME_SAMPLES, AgentAudioTrack, ArrivalBuffer
 
 
 def test_back_to_back_responses_each_report_when_played() -> None:
@@ -27,3 +28,19 @@ def test_clear_reports_what_was_heard() -> None:
         track._next_samples()
     assert track.clear() == ("resp_a", "item_a", 60.0)
     assert not track._next_samples().any()  # silence after a clear
+
+
+def test_arrival_buffer_releases_each_packet_at_once_and_drops_stale_ones() -> None:
+    buf = ArrivalBuffer()
+
+    def add(seq: int) -> bytes | None:
+        packet = RtpPacket(sequence_number=seq, timestamp=seq * 960)
+        packet._data = bytes([seq % 256])  # type: ignore[attr-defined]  # set by aiortc's depayloader
+        return None if (frame := buf.add(packet)[1]) is None else frame.data
+
+    assert add(65534) == bytes([254])
+    assert add(65535) == bytes([255])
+    assert add(1) == bytes([1])  # across the wrap, a lost packet (0) is skipped, not waited for
+    assert add(0) is None  # late: a newer one has been played
+    assert add(1) is None  # duplicate
+    assert add(2) == bytes([2])

@@ -1090,6 +1090,23 @@ def test_g711_in_and_out(make: Callable[..., Harness]) -> None:
 # -- server VAD with real speech ---------------------------------------------------------------
 
 
+@pytest.mark.parametrize(("text", "voice"), [
+    ("I have been a customer for six years.", "echo"),
+    ("What does that offer include?", "alloy"),
+    ("Another company offered me internet for fifty dollars a month.", "coral"),
+])
+def test_the_silence_window_counts_from_the_end_of_the_sound(
+        make: Callable[..., Harness], text: str, voice: str) -> None:
+    # Silero calls the fading end of a word voice for another 15-65 ms; the turn must not wait for
+    # that on top of the window. It ends on the first VAD frame (32 ms) past end of sound + 500 ms.
+    h = make()
+    pcm = speech_pcm24k(text, voice=voice, lead_silence_ms=1000, tail_silence_ms=1500)
+    _, end = speech_bounds_ms(text, voice=voice, lead_silence_ms=1000)
+    stopped = only(Mic(h, pcm).until(is_type("input_audio_buffer.speech_stopped")),
+                   "input_audio_buffer.speech_stopped")
+    assert end + 500 - 8 <= stopped["audio_end_ms"] <= end + 500 + 32
+
+
 def test_server_vad_turn_with_the_speculative_transcript_answered_early(make: Callable[..., Harness]) -> None:
     h = make()
     lead = 1000

@@ -40,3 +40,14 @@ def peak(x: npt.ArrayLike) -> float:
 def is_silent(x: npt.ArrayLike, threshold_dbfs: float = -50.0) -> bool:
     """True when the RMS level is below `threshold_dbfs`."""
     return dbfs(x) < threshold_dbfs
+
+
+def loud_until(x: npt.ArrayLike, block: int, threshold_dbfs: float = -50.0) -> int:
+    """Sample index just after the last `block`-long stretch above `threshold_dbfs` (0 if none)."""
+    a = np.asarray(x, dtype=np.float32)
+    n = a.size // block
+    if n == 0:
+        return 0
+    power = np.mean(np.square(a[a.size - n * block :].reshape(n, block), dtype=np.float64), axis=1)
+    loud = np.flatnonzero(power > 10 ** (threshold_dbfs / 10))
+    return a.size - n * block + (int(loud[-1]) + 1) * block if loud.size else 0

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from parley.audio.formats import InputDecoder, OutputEncoder
+from parley.audio.levels import loud_until
 from parley.audio.pcm import SAMPLE_RATE, FloatArray
 from parley.engine.responders.base import ResponseRequest
 from parley.engine.speech.vad import VadStream
@@ -63,6 +64,12 @@ VAD_FRAME_MS = 32
 SPEECH_START_FRAMES = 2
 # Silero's usual hysteresis: once speaking, a frame counts as voice down to threshold - 0.15.
 NEG_THRESHOLD_GAP = 0.15
+# Silero still calls the fading end of a word voice for 15-65 ms. On the first quiet frame the
+# end of speech moves back to where the signal fell below -50 dBFS (4 ms resolution, at most
+# two frames back), so the silence window counts from the end of the sound.
+VOICE_TAIL_LOOKBACK_MS = 64
+VOICE_TAIL_BLOCK_MS = 4
+VOICE_TAIL_DBFS = -50.0
 # Buffered audio kept while nobody speaks (the prefix padding comes from here).
 IDLE_KEEP_MS = 2_000
 MAX_BUFFER_MS = 15 * 60 * 1000
@@ -212,6 +219,7 @@ class Session:
         self._candidate_start_ms = 0.0
         self._speech_start_ms = 0.0
         self._last_voice_ms = 0.0
+        self._voice_end_refined = False
         self._turn_item: str | None = None
         self._last_activity: float | None = None  # for idle_timeout_ms, in driver time (s)
         self._playing: str | None = None  # WebRTC: response whose audio is playing
@@ -398,6 +406,7 @@ class Session:
                 if self._above >= SPEECH_START_FRAMES:
                     self._speech_started(td, self._candidate_start_ms)
                     self._last_voice_ms = end_ms
+                    self._voice_end_refined = False
             else:
                 self._above = 0
             return
@@ -410,7 +419,11 @@ class Session:
                 stt.speculative_until_ms, stt.text, stt.error = None, None, None
                 stt.attempt += 1
             self._last_voice_ms = end_ms
+            self._voice_end_refined = False
             return
+        if not self._voice_end_refined:
+            self._voice_end_refined = True
+            self._last_voice_ms = self._sound_end(self._last_voice_ms)
         silence = end_ms - self._last_voice_ms
         window = self._silence_ms(td)
         if stt.speculative_until_ms is None and silence >= min(VAD_FRAME_MS * 2, window):
@@ -421,6 +434,12 @@ class Session:
             self._transcribe(item_id, stt, self._slice(self._speech_start_ms, self._last_voice_ms))
         if silence >= window:
             self._speech_stopped(td, end_ms)
+
+    def _sound_end(self, voice_until_ms: float) -> float:
+        start_ms = max(self._speech_start_ms, voice_until_ms - VOICE_TAIL_LOOKBACK_MS)
+        tail = self._slice(start_ms, voice_until_ms)
+        loud = loud_until(tail, SAMPLE_RATE * VOICE_TAIL_BLOCK_MS // 1000, VOICE_TAIL_DBFS)
+        return min(voice_until_ms, start_ms + loud * 1000 / SAMPLE_RATE) if loud else start_ms
 
     def _speech_started(self, td: ServerVad | SemanticVad, start_ms: float) -> None:
         prefix = td.prefix_padding_ms if isinstance(td, ServerVad) else 300

@@ -26,12 +26,14 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
-from aiortc.jitterbuffer import JitterBuffer
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtp import RtpPacket
+from aiortc.utils import uint16_add
 from av import AudioFrame
 
 from parley.audio.pcm import SAMPLE_RATE, FloatArray
-from parley.audio.resample import StreamResampler
+from parley.audio.resample import StreamResampler, Upsampler2x
 from parley.engine.runtime import SessionRunner
 from parley.engine.session import Session
 from parley.protocol import ids
@@ -40,6 +42,9 @@ log = logging.getLogger(__name__)
 
 FRAME_MS = 20
 FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000
+# What goes to the Opus encoder. Frames at Opus's own rate pass aiortc's resampler without the
+# 20 ms it holds back at 24 -> 48 kHz (its fixed 960-sample output frames).
+WIRE_RATE = 48_000
 # A call whose peer never connects is dropped after this long.
 CONNECT_TIMEOUT_S = 30.0
 # aiortc's (and browsers' usual) SCTP message size limit.
@@ -62,14 +67,16 @@ def pin_host_addresses(hosts: list[str]) -> None:
 
 
 class PacedAudioTrack(MediaStreamTrack):
-    """An audio track that sends 20 ms frames at 24 kHz in real time; subclasses say what to play."""
+    """An audio track that sends 20 ms frames in real time; subclasses say what to play (24 kHz),
+    it goes out at 48 kHz."""
 
     kind = "audio"
 
     def __init__(self) -> None:
         super().__init__()
         self._start: float | None = None
-        self._timestamp = 0
+        self._timestamp = 0  # in samples at WIRE_RATE
+        self._upsample = Upsampler2x()
         self.late_frames = 0  # frames produced more than one frame late (audible stutter)
 
     def _next_samples(self) -> FloatArray:
@@ -82,18 +89,18 @@ class PacedAudioTrack(MediaStreamTrack):
         if self._start is None:
             self._start = now
         else:
-            self._timestamp += FRAME_SAMPLES
-            wait = self._start + self._timestamp / SAMPLE_RATE - now
+            self._timestamp += 2 * FRAME_SAMPLES
+            wait = self._start + self._timestamp / WIRE_RATE - now
             if wait > 0:
                 await asyncio.sleep(wait)
             elif wait < -FRAME_MS / 1000:
                 self.late_frames += 1
-        samples = self._next_samples()
+        samples = self._upsample.process(self._next_samples())
         frame = AudioFrame.from_ndarray(
             (np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16).reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = SAMPLE_RATE
+        frame.sample_rate = WIRE_RATE
         frame.pts = self._timestamp
-        frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
+        frame.time_base = fractions.Fraction(1, WIRE_RATE)
         return frame
 
 
@@ -160,16 +167,32 @@ class AgentAudioTrack(PacedAudioTrack):
         return out
 
 
-def shorten_jitter_buffer(receiver: Any) -> None:
-    """Hand each microphone packet on as soon as it is whole.
+class ArrivalBuffer(JitterBuffer):
+    """Releases every audio packet the moment it arrives; one arriving after a newer one is dropped.
 
-    aiortc holds four audio frames (80 ms) before it releases the first and keeps that lag for the
-    whole call; every turn would end 80 ms later. One frame is enough to reorder on loopback and a
-    LAN. (A private attribute: if aiortc renames it, the default buffer stays, nothing breaks.)
+    aiortc's buffer holds four frames (80 ms) for the whole call, and even with no prefetch it
+    knows a frame is whole only when the next packet comes: 20 ms on every turn. An Opus packet
+    is a whole frame, and the VAD and STT are better served by a rare 20 ms gap (reordering is
+    rare on loopback and LANs) than by a fixed delay on every turn.
     """
+
+    def __init__(self) -> None:
+        super().__init__(capacity=16)
+        self._last: int | None = None
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        if self._last is not None and not 0 < uint16_add(packet.sequence_number, -self._last) < 0x8000:
+            return False, None  # a duplicate, or older than one already played
+        self._last = packet.sequence_number
+        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)  # type: ignore[attr-defined]
+
+
+def set_jitter_buffer(receiver: Any, buffer: JitterBuffer) -> None:
+    """Replace an aiortc receiver's audio jitter buffer. (A private attribute: if aiortc renames
+    it, its default buffer stays and only latency suffers.)"""
     name = "_RTCRtpReceiver__jitter_buffer"
     if isinstance(getattr(receiver, name, None), JitterBuffer):
-        setattr(receiver, name, JitterBuffer(capacity=16, prefetch=1))
+        setattr(receiver, name, buffer)
 
 
 def _mono_float(frame: AudioFrame) -> FloatArray:
@@ -232,7 +255,7 @@ class Call:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         for transceiver in pc.getTransceivers():
             if transceiver.kind == "audio":
-                shorten_jitter_buffer(transceiver.receiver)
+                set_jitter_buffer(transceiver.receiver, ArrivalBuffer())
                 transceiver.sender.replaceTrack(self.track)
                 transceiver.direction = "sendrecv"
                 break
@@ -266,7 +289,8 @@ class Call:
             assert isinstance(frame, AudioFrame)
             if resampler is None or frame.sample_rate != rate:
                 rate = frame.sample_rate
-                resampler = StreamResampler(rate, SAMPLE_RATE)
+                # LQ: HQ holds back ~32 ms at 48 -> 24 kHz, which every turn would wait for.
+                resampler = StreamResampler(rate, SAMPLE_RATE, quality="LQ")
             self.runner.feed_audio(resampler.process(_mono_float(frame)))
 
     async def _send(self, event: dict[str, Any]) -> None:
