@@ -15,7 +15,7 @@ from parley.audio import g711
 from parley.audio.formats import InputDecoder, OutputEncoder, bytes_per_ms, normalize_format
 from parley.audio.levels import DBFS_FLOOR, dbfs, is_silent, loud_until, rms
 from parley.audio.pcm import SAMPLE_RATE, duration_ms, float_to_pcm16, pcm16_to_float
-from parley.audio.resample import StreamResampler, Upsampler2x, resample
+from parley.audio.resample import StreamResampler, resample
 from parley.audio.wav import read_wav, wav_bytes, write_wav
 
 ALL_INT16 = np.arange(-32768, 32768, dtype=np.int16)
@@ -292,21 +292,6 @@ def test_levels() -> None:
     assert is_silent(tone(1000, 24000, amp=0.001))  # -63 dBFS
     assert not is_silent(tone(1000, 24000, amp=0.01))  # -43 dBFS
     assert is_silent(tone(1000, 24000, amp=0.01), threshold_dbfs=-40.0)
-
-
-def test_upsampler_doubles_every_frame_at_once_with_a_fixed_small_delay() -> None:
-    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
-    x = (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
-    up = Upsampler2x()
-    frames = [up.process(x[i : i + 480]) for i in range(0, x.size, 480)]
-    assert {f.size for f in frames} == {960}  # nothing held back: each 20 ms frame out whole
-    y = np.concatenate(frames)
-    delay = 8 / SAMPLE_RATE  # TAPS / 2 input samples
-    expected = 0.5 * np.sin(2 * np.pi * 1000 * (np.arange(y.size) / 48_000 - delay))
-    assert np.max(np.abs(y[100:] - expected[100:])) < 1e-3
-    # and the same signal however it is cut
-    again = Upsampler2x()
-    assert np.allclose(np.concatenate([again.process(x[:7]), again.process(x[7:])]), y, atol=1e-6)
 
 
 def test_loud_until_finds_where_the_sound_fell_below_the_threshold() -> None:

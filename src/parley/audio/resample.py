@@ -79,30 +79,3 @@ def resample(x: npt.ArrayLike, in_rate: int, out_rate: int, quality: str = "HQ")
     out: FloatArray = soxr.resample(a, in_rate, out_rate, quality)
     return np.asarray(out, dtype=np.float32)
 
-
-class Upsampler2x:
-    """Streaming 2x interpolation with a fixed 0.33 ms delay and exactly twice the samples out.
-
-    For real-time media: soxr and FFmpeg's resampler hold back up to a 20 ms frame at 24 -> 48
-    kHz, so frames would leave a frame late. Here every even output sample is an input sample
-    and every odd one a Blackman-windowed sinc interpolation (16 taps): up to 8 kHz the error
-    and the images stay below -70 dB, plenty for speech going into Opus.
-    """
-
-    TAPS = 16
-
-    def __init__(self) -> None:
-        k = np.arange(self.TAPS) - (self.TAPS - 1) / 2  # half-sample offsets around the midpoint
-        h = np.sinc(k) * np.blackman(self.TAPS + 2)[1:-1]
-        self._h = (h / h.sum()).astype(np.float32)
-        self._history = np.zeros(self.TAPS - 1, dtype=np.float32)
-
-    def process(self, x: npt.ArrayLike) -> FloatArray:
-        a = _as_mono_f32(x)
-        ext = np.concatenate((self._history, a))
-        self._history = ext[a.size :]
-        out = np.empty(2 * a.size, dtype=np.float32)
-        half = self.TAPS // 2
-        out[0::2] = ext[half - 1 : half - 1 + a.size]
-        out[1::2] = np.convolve(ext, self._h[::-1], mode="valid")
-        return out

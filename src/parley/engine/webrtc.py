@@ -1,7 +1,7 @@
 """The engine's WebRTC transport: one aiortc peer per call.
 
-The microphone track is resampled into the session's pipeline; the agent's speech goes out on
-a local track paced in 20 ms frames (silence in between); the `oai-events` data channel carries
+Each microphone packet is decoded and resampled into the session's pipeline as it arrives; the
+agent's speech goes out on a local track paced in 20 ms Opus packets (silence in between); the `oai-events` data channel carries
 the same JSON events as the WebSocket, minus audio deltas, plus `output_audio_buffer.*`.
 The protocol itself stays in `engine.session`; this module only moves media and messages.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fractions
+import functools
 import json
 import logging
 import time
@@ -24,16 +25,18 @@ from aiortc import (
     RTCConfiguration,
     RTCDataChannel,
     RTCPeerConnection,
+    RTCRtpSender,
     RTCSessionDescription,
 )
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_add
-from av import AudioFrame
+from av import AudioFrame, CodecContext, FFmpegError, Packet
+from av.audio.codeccontext import AudioCodecContext
 
 from parley.audio.pcm import SAMPLE_RATE, FloatArray
-from parley.audio.resample import StreamResampler, Upsampler2x
+from parley.audio.resample import StreamResampler
 from parley.engine.runtime import SessionRunner
 from parley.engine.session import Session
 from parley.protocol import ids
@@ -42,9 +45,16 @@ log = logging.getLogger(__name__)
 
 FRAME_MS = 20
 FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000
-# What goes to the Opus encoder. Frames at Opus's own rate pass aiortc's resampler without the
-# 20 ms it holds back at 24 -> 48 kHz (its fixed 960-sample output frames).
-WIRE_RATE = 48_000
+# Opus's RTP clock (RFC 7587), whatever rate the audio is coded at.
+OPUS_RATE = 48_000
+OPUS_FRAME = OPUS_RATE * FRAME_MS // 1000
+# Frames that still go through the encoder after the last sound, so that its state has settled
+# on silence before the cached silence packet takes over (and agrees with the decoder's when
+# speech resumes).
+ENCODER_HANGOVER_FRAMES = 10
+# A gap in the microphone's RTP timestamps up to this long (lost packets) is filled with silence,
+# so session time keeps pace with the caller's.
+MAX_FILLED_GAP = OPUS_RATE * 2
 # A call whose peer never connects is dropped after this long.
 CONNECT_TIMEOUT_S = 30.0
 # aiortc's (and browsers' usual) SCTP message size limit.
@@ -66,42 +76,84 @@ def pin_host_addresses(hosts: list[str]) -> None:
     aioice.ice.get_host_addresses = get_host_addresses
 
 
+def _opus_encoder() -> AudioCodecContext:
+    encoder = CodecContext.create("libopus", "w")
+    encoder.sample_rate = SAMPLE_RATE  # libopus codes 24 kHz as is: nothing resampled or held back
+    encoder.layout = "mono"
+    encoder.format = "s16"
+    encoder.bit_rate = 48_000
+    # Complexity 5, as WebRTC uses on phones: about a fifth cheaper than 10 for speech.
+    encoder.options = {"application": "voip", "compression_level": "5"}
+    encoder.time_base = fractions.Fraction(1, SAMPLE_RATE)
+    encoder.open()
+    return encoder
+
+
+def _encode(encoder: AudioCodecContext, samples: FloatArray, pts: int) -> bytes:
+    frame = AudioFrame.from_ndarray(
+        (np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16).reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = SAMPLE_RATE
+    frame.pts = pts
+    return b"".join(bytes(p) for p in encoder.encode(frame))  # libopus: one packet per 20 ms frame
+
+
+@functools.cache
+def _silence_packet() -> bytes:
+    encoder = _opus_encoder()
+    quiet = np.zeros(FRAME_SAMPLES, dtype=np.float32)
+    return [_encode(encoder, quiet, n * FRAME_SAMPLES) for n in range(3)][-1]  # past the start-up frames
+
+
 class PacedAudioTrack(MediaStreamTrack):
-    """An audio track that sends 20 ms frames in real time; subclasses say what to play (24 kHz),
-    it goes out at 48 kHz."""
+    """An audio track that sends 20 ms of Opus in real time; subclasses say what to play
+    (float32 at 24 kHz).
+
+    It hands aiortc encoded packets, not frames: aiortc's encoder resamples to 48 kHz, holding
+    back a 20 ms frame, and runs on an executor thread with a level computed per frame in
+    Python; silence, most of a call, is here one cached packet.
+    """
 
     kind = "audio"
 
     def __init__(self) -> None:
         super().__init__()
         self._start: float | None = None
-        self._timestamp = 0  # in samples at WIRE_RATE
-        self._upsample = Upsampler2x()
+        self._timestamp = 0  # at OPUS_RATE
+        self._encoder: AudioCodecContext | None = None
+        self._hangover = 0
         self.late_frames = 0  # frames produced more than one frame late (audible stutter)
 
     def _next_samples(self) -> FloatArray:
         return np.zeros(FRAME_SAMPLES, dtype=np.float32)
 
-    async def recv(self) -> AudioFrame:
+    def _payload(self, samples: FloatArray) -> bytes:
+        if samples.any():
+            self._hangover = ENCODER_HANGOVER_FRAMES
+        elif self._hangover == 0:
+            return _silence_packet()
+        else:
+            self._hangover -= 1
+        if self._encoder is None:
+            self._encoder = _opus_encoder()
+        return _encode(self._encoder, samples, self._timestamp // 2) or _silence_packet()
+
+    async def recv(self) -> Packet:
         if self.readyState != "live":
             raise MediaStreamError
         now = time.monotonic()
         if self._start is None:
             self._start = now
         else:
-            self._timestamp += 2 * FRAME_SAMPLES
-            wait = self._start + self._timestamp / WIRE_RATE - now
+            self._timestamp += OPUS_FRAME
+            wait = self._start + self._timestamp / OPUS_RATE - now
             if wait > 0:
                 await asyncio.sleep(wait)
             elif wait < -FRAME_MS / 1000:
                 self.late_frames += 1
-        samples = self._upsample.process(self._next_samples())
-        frame = AudioFrame.from_ndarray(
-            (np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16).reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = WIRE_RATE
-        frame.pts = self._timestamp
-        frame.time_base = fractions.Fraction(1, WIRE_RATE)
-        return frame
+        packet = Packet(self._payload(self._next_samples()))
+        packet.pts = self._timestamp
+        packet.time_base = fractions.Fraction(1, OPUS_RATE)
+        return packet
 
 
 class AgentAudioTrack(PacedAudioTrack):
@@ -167,24 +219,51 @@ class AgentAudioTrack(PacedAudioTrack):
         return out
 
 
-class ArrivalBuffer(JitterBuffer):
-    """Releases every audio packet the moment it arrives; one arriving after a newer one is dropped.
+class MicReceiver(JitterBuffer):
+    """Takes the place of aiortc's jitter buffer for the microphone: each Opus packet is decoded
+    the moment it arrives and its audio handed on at 24 kHz.
 
-    aiortc's buffer holds four frames (80 ms) for the whole call, and even with no prefetch it
-    knows a frame is whole only when the next packet comes: 20 ms on every turn. An Opus packet
-    is a whole frame, and the VAD and STT are better served by a rare 20 ms gap (reordering is
-    rare on loopback and LANs) than by a fixed delay on every turn.
+    aiortc's buffer holds four frames (80 ms) for the whole call, and even with no prefetch
+    knows a frame is whole only when the next packet comes: 20 ms on every turn. Its decoder
+    thread, track queue and frame conversions then cost about as much CPU as the rest of the
+    call. An Opus packet is a whole frame, and the VAD and STT are better served by a rare gap
+    (reordering is rare on loopback and LANs) than by a fixed delay: a packet older than one
+    already decoded is dropped, and lost packets become silence.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_audio: Callable[[FloatArray], None]) -> None:
         super().__init__(capacity=16)
-        self._last: int | None = None
+        self._on_audio = on_audio
+        self._decoder = CodecContext.create("libopus", "r")
+        self._decoder.sample_rate = OPUS_RATE
+        self._decoder.layout = "mono"  # libopus downmixes a stereo sender
+        # LQ: HQ holds back ~32 ms at 48 -> 24 kHz, which every turn would wait for.
+        self._resampler = StreamResampler(OPUS_RATE, SAMPLE_RATE, quality="LQ")
+        self._last_seq: int | None = None
+        self._next_ts: int | None = None
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
-        if self._last is not None and not 0 < uint16_add(packet.sequence_number, -self._last) < 0x8000:
-            return False, None  # a duplicate, or older than one already played
-        self._last = packet.sequence_number
-        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)  # type: ignore[attr-defined]
+        seq = packet.sequence_number
+        if self._last_seq is not None and not 0 < uint16_add(seq, -self._last_seq) < 0x8000:
+            return False, None  # a duplicate, or older than one already decoded
+        self._last_seq = seq
+        try:
+            frames = self._decoder.decode(Packet(packet._data))  # type: ignore[attr-defined]
+        except FFmpegError:
+            log.debug("dropped a microphone packet the Opus decoder refused", exc_info=True)
+            return False, None
+        decoded = [f.to_ndarray().reshape(-1) for f in frames]
+        lost = 0 if self._next_ts is None else (packet.timestamp - self._next_ts) % 2**32
+        self._next_ts = (packet.timestamp + sum(d.size for d in decoded)) % 2**32
+        if 0 < lost <= MAX_FILLED_GAP:
+            decoded.insert(0, np.zeros(lost, dtype=np.int16))
+        if decoded:
+            pcm = np.concatenate(decoded).astype(np.float32) * np.float32(1 / 32768)
+            try:
+                self._on_audio(self._resampler.process(pcm))
+            except Exception:  # never into aiortc's receive loop: that would end the call
+                log.exception("microphone audio could not be processed")
+        return False, None
 
 
 def set_jitter_buffer(receiver: Any, buffer: JitterBuffer) -> None:
@@ -193,16 +272,6 @@ def set_jitter_buffer(receiver: Any, buffer: JitterBuffer) -> None:
     name = "_RTCRtpReceiver__jitter_buffer"
     if isinstance(getattr(receiver, name, None), JitterBuffer):
         setattr(receiver, name, buffer)
-
-
-def _mono_float(frame: AudioFrame) -> FloatArray:
-    data = frame.to_ndarray()
-    scale = np.float32(1 / 32768) if np.issubdtype(data.dtype, np.integer) else np.float32(1)
-    channels = len(frame.layout.channels)
-    if channels > 1:
-        data = data if frame.format.is_planar else data.reshape(-1, channels).T
-        return data.astype(np.float32).mean(axis=0) * scale
-    return data.reshape(-1).astype(np.float32) * scale
 
 
 class Call:
@@ -242,11 +311,6 @@ class Call:
                 channel.send(text)
             self._pending.clear()
 
-        @pc.on("track")
-        def _on_track(track: MediaStreamTrack) -> None:
-            if track.kind == "audio":
-                self._spawn(self._consume(track))
-
         @pc.on("connectionstatechange")
         async def _on_state() -> None:
             if pc.connectionState in ("failed", "closed"):
@@ -255,7 +319,10 @@ class Call:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         for transceiver in pc.getTransceivers():
             if transceiver.kind == "audio":
-                set_jitter_buffer(transceiver.receiver, ArrivalBuffer())
+                # Opus only, as OpenAI answers: the microphone path decodes Opus itself.
+                transceiver.setCodecPreferences(
+                    [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == "audio/opus"])
+                set_jitter_buffer(transceiver.receiver, MicReceiver(self.runner.feed_audio))
                 transceiver.sender.replaceTrack(self.track)
                 transceiver.direction = "sendrecv"
                 break
@@ -277,21 +344,6 @@ class Call:
             await self.close("peer_never_connected")
 
     # -- media and events --------------------------------------------------------------------
-
-    async def _consume(self, track: MediaStreamTrack) -> None:
-        resampler: StreamResampler | None = None
-        rate = 0
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            assert isinstance(frame, AudioFrame)
-            if resampler is None or frame.sample_rate != rate:
-                rate = frame.sample_rate
-                # LQ: HQ holds back ~32 ms at 48 -> 24 kHz, which every turn would wait for.
-                resampler = StreamResampler(rate, SAMPLE_RATE, quality="LQ")
-            self.runner.feed_audio(resampler.process(_mono_float(frame)))
 
     async def _send(self, event: dict[str, Any]) -> None:
         text = json.dumps(event, separators=(",", ":"))

