@@ -19,7 +19,7 @@ from parley.audio.levels import dbfs
 from parley.audio.resample import resample
 from parley.engine.speech import stt
 from parley.engine.speech.tts import VOICES, Tts, speed_to_prosody, voice_spec
-from parley.engine.speech.vad import FRAME_MS, VadStream
+from parley.engine.speech.vad import FRAME_MS, VadStream, idle_models
 from parley.engine.speech.wer import edit_distance, normalize, wer
 from speechfixtures import silence, speech_bounds_ms, speech_pcm16k, speech_pcm24k
 
@@ -370,3 +370,17 @@ def test_stt_short_encoder_window(transcriber: stt.Transcriber) -> None:
     text = "If you cannot help me I will cancel my service."
     result = fast.transcribe(speech_pcm16k(text))
     assert wer(text, result.text) <= 0.2, result
+
+
+def test_vad_pool_tops_itself_up_in_the_background() -> None:
+    # A burst of sessions drains the pool; the next ones must not each build a model (~40 ms) on
+    # the event loop.
+    streams = [VadStream() for _ in range(idle_models() + 1)]
+    try:
+        deadline = time.monotonic() + 10
+        while idle_models() < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert idle_models() >= 2
+    finally:
+        for stream in streams:
+            stream.close()

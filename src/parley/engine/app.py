@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import time
@@ -28,6 +29,7 @@ from parley.engine.models import LocalSpeech
 from parley.engine.responders.base import Responder
 from parley.engine.runtime import SessionRunner, Speech
 from parley.engine.session import Session
+from parley.engine.speech import vad
 from parley.engine.webrtc import Call, pin_host_addresses
 from parley.protocol import ids
 from parley.protocol.beta import session_from_beta, session_to_beta
@@ -166,6 +168,7 @@ class Engine:
 
     async def start_call(self, config: SessionConfig, offer_sdp: str) -> tuple[Call, str]:
         """A WebRTC call: returns it and the SDP answer."""
+        await vad_ready()
         call = Call(Session(config, playback="server"), self.new_runner, on_end=self._call_ended)
         self.calls[call.id] = call
         try:
@@ -178,6 +181,13 @@ class Engine:
     def _call_ended(self, call: Call) -> None:
         self.calls.pop(call.id, None)
         self.late_frames += call.track.late_frames
+
+
+async def vad_ready() -> None:
+    """A new session takes a VAD model from the pool; when a burst of calls has emptied it, build
+    one on a thread (~40 ms) rather than in the session's constructor on the event loop."""
+    if vad.idle_models() == 0:
+        await asyncio.to_thread(vad.prewarm, 1)
 
 
 def _bearer(value: str | None) -> str | None:
@@ -196,6 +206,13 @@ def create_app(engine: Engine | None = None) -> FastAPI:
             speech = engine.speech
             assert isinstance(speech, LocalSpeech)
             await asyncio.to_thread(speech.warm_up)
+            from parley.apps.scenarios import list_personas
+
+            await asyncio.to_thread(list_personas)  # the scenarios' YAML and patterns, not on a first turn
+            # What is loaded by now (models, modules) lives as long as the process: keep it out of
+            # the collector's full passes, which otherwise stall every call's audio for ~50 ms.
+            gc.collect()
+            gc.freeze()
         yield
         for call in list(engine.calls.values()):
             await call.close("engine_shutdown")
@@ -378,6 +395,7 @@ def create_app(engine: Engine | None = None) -> FastAPI:
         async def send(event: dict[str, Any]) -> None:
             await websocket.send_text(json.dumps(event, separators=(",", ":")))
 
+        await vad_ready()
         session = Session(config)
         runner = engine.new_runner(session, send, beta=beta)
         await runner.start()
