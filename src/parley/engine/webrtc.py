@@ -1,9 +1,10 @@
 """The engine's WebRTC transport: one aiortc peer per call.
 
 Each microphone packet is decoded and resampled into the session's pipeline as it arrives; the
-agent's speech goes out on a local track paced in 20 ms Opus packets (silence in between); the `oai-events` data channel carries
-the same JSON events as the WebSocket, minus audio deltas, plus `output_audio_buffer.*`.
-The protocol itself stays in `engine.session`; this module only moves media and messages.
+agent's speech goes out on a local track paced in 20 ms Opus packets (silence in between); the
+`oai-events` data channel carries the same JSON events as the WebSocket, minus audio deltas, plus
+`output_audio_buffer.*`. The protocol itself stays in `engine.session`; this module only moves
+media and messages.
 """
 
 from __future__ import annotations
