@@ -4,7 +4,8 @@
 
 The engine runs as its own process (`parley engine`, ICE pinned to 127.0.0.1); aiortc peers in
 this process speak TTS sentences on their microphone track, paced in real time, and listen to the
-agent's track. Per turn it measures, to the first agent audio frame above -45 dBFS received:
+agent's track. Per turn it measures, to the first agent audio packet above -45 dBFS received
+(decoded as it arrives; a browser would play it out after its jitter buffer, 20-40 ms on loopback):
   * from the end of the user's speech in the sent audio (what a caller feels), and
   * from `input_audio_buffer.speech_stopped` on the data channel.
 Then it runs N simultaneous calls, each taking a turn every few seconds, for growing N, and

@@ -9,12 +9,10 @@ from typing import Any
 
 import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
-from aiortc.jitterbuffer import JitterBuffer
-from aiortc.mediastreams import MediaStreamError
 
 from parley.audio.levels import dbfs
 from parley.audio.pcm import SAMPLE_RATE
-from parley.engine.webrtc import FRAME_SAMPLES, PacedAudioTrack, set_jitter_buffer
+from parley.engine.webrtc import FRAME_SAMPLES, MicReceiver, PacedAudioTrack, set_jitter_buffer
 
 
 class PcmTrack(PacedAudioTrack):
@@ -55,9 +53,8 @@ class RtcPeer:
         self.event_times: list[float] = []
         self._new_event = asyncio.Event()
         self.opened = asyncio.Event()
-        # (monotonic time, dBFS) of every 20 ms of agent audio received
+        # (monotonic time, dBFS) of each packet of agent audio received
         self.heard: list[tuple[float, float]] = []
-        self._tasks: list[asyncio.Task[None]] = []
 
         @self.channel.on("open")
         def _open() -> None:
@@ -71,20 +68,15 @@ class RtcPeer:
 
         @self.pc.on("track")
         def _track(track: MediaStreamTrack) -> None:
-            # Receive like a browser on loopback (its adaptive buffer holds ~20-40 ms), not with
-            # aiortc's fixed 80 ms: a frame is released when the next packet shows it whole.
+            # Hear each packet as it arrives (what "received by the client" means here; a browser
+            # plays it out 20-40 ms later on loopback), decoded the engine's way, without aiortc's
+            # codec threads: the peers share the measured machine, so they should cost little.
             for transceiver in self.pc.getTransceivers():
-                set_jitter_buffer(transceiver.receiver, JitterBuffer(capacity=16, prefetch=1))
-            self._tasks.append(asyncio.ensure_future(self._listen(track)))
+                set_jitter_buffer(transceiver.receiver, MicReceiver(self._hear))
 
-    async def _listen(self, track: MediaStreamTrack) -> None:
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            data = frame.to_ndarray().astype(np.float32).reshape(-1) / 32768
-            self.heard.append((time.monotonic(), dbfs(data)))
+    def _hear(self, pcm: np.ndarray) -> None:
+        if pcm.size:
+            self.heard.append((time.monotonic(), dbfs(pcm)))
 
     async def offer(self) -> str:
         await self.pc.setLocalDescription(await self.pc.createOffer())
@@ -122,8 +114,6 @@ class RtcPeer:
         return None
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
         await self.pc.close()
 
 

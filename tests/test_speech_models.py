@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from parley.audio.levels import dbfs
+from parley.audio.pcm import SAMPLE_RATE
 from parley.audio.resample import resample
 from parley.engine.speech import stt
 from parley.engine.speech.tts import VOICES, Tts, speed_to_prosody, voice_spec
@@ -384,3 +385,25 @@ def test_vad_pool_tops_itself_up_in_the_background() -> None:
     finally:
         for stream in streams:
             stream.close()
+
+
+def test_whisper_runs_below_the_event_loop_priority() -> None:
+    # Whisper has the silence window to finish in, a call's audio 20 ms: under load the scheduler
+    # must prefer the event loop. CTranslate2's own threads inherit this from the thread that
+    # built the model.
+    import os
+
+    stt.warm_up()
+    native_id = stt._executor.submit(threading.get_native_id).result()
+    assert os.getpriority(os.PRIO_PROCESS, native_id) == os.getpriority(os.PRIO_PROCESS, 0) + stt.STT_NICE
+
+
+def test_vad_skips_quiet_frames_and_hears_speech_after_them() -> None:
+    rng = np.random.default_rng(1)
+    hiss = (rng.standard_normal(SAMPLE_RATE) * 1e-4).astype(np.float32)  # ~ -80 dBFS
+    speech = speech_pcm24k("What does that offer include?", lead_silence_ms=0, tail_silence_ms=0)
+    with VadStream() as vad:
+        quiet = vad.feed(hiss)
+        loud = vad.feed(speech)
+    assert quiet and all(p == 0.0 for _, p in quiet)  # no model call for them
+    assert max(p for _, p in loud) > 0.9
