@@ -78,4 +78,3 @@ def resample(x: npt.ArrayLike, in_rate: int, out_rate: int, quality: str = "HQ")
         return a
     out: FloatArray = soxr.resample(a, in_rate, out_rate, quality)
     return np.asarray(out, dtype=np.float32)
-

@@ -70,16 +70,17 @@ _model: Any = None
 _model_load_lock = threading.Lock()
 #: Serializes inference: CTranslate2 would run concurrent calls in parallel and oversubscribe.
 _infer_lock = threading.Lock()
-# Niceness of the STT thread (added to the process's), and of CTranslate2's threads, which inherit it because the model is
-# built there. Whisper has the VAD's silence window to finish in; the audio of every call has
-# 20 ms. Under load the scheduler must run the event loop first: at 8 WebRTC calls, whisper at
-# equal priority starved the loop for 25-40 ms at a time and frames went out late.
+# Niceness added to the STT thread's, and so to CTranslate2's threads, which inherit it because
+# the model is built there. Whisper has the VAD's silence window to finish in; the audio of every
+# call has 20 ms. Under load the scheduler must run the event loop first: at 8 WebRTC calls,
+# whisper at equal priority coincided with 25-40 ms event-loop stalls and late frames.
 STT_NICE: Final = 10
 
 
 def _lower_priority() -> None:
     with contextlib.suppress(AttributeError, OSError):  # not on every OS
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, os.getpriority(os.PRIO_PROCESS, 0) + STT_NICE))
+        nice = min(19, os.getpriority(os.PRIO_PROCESS, 0) + STT_NICE)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
 
 
 _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parley-stt", initializer=_lower_priority)

