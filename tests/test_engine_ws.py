@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 from typing import Any
 
 import httpx
@@ -341,3 +342,23 @@ async def test_silence_is_not_a_turn(engine_url: str) -> None:
             while True:
                 types.append((await recv_event(conn, timeout=1.5))["type"])
     assert "input_audio_buffer.speech_started" not in types
+
+
+async def test_a_refused_websocket_logs_no_error(engine_url: str) -> None:
+    # uvicorn logs "returned without completing handshake" at ERROR after a denial response it
+    # did send (Kludex/uvicorn#3138); alerting on ERROR would then fire for every bad request.
+    errors: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = errors.append  # type: ignore[method-assign]
+    logger = logging.getLogger("uvicorn.error")
+    logger.addHandler(handler)
+    try:
+        ws_url = engine_url.replace("http", "ws") + "/v1/realtime?call_id=rtc_unknown"
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(ws_url, additional_headers={"Authorization": "Bearer sk-test"}):
+                pass
+        assert refused.value.response.status_code == 404
+        await asyncio.sleep(0.2)  # uvicorn logs after the app returns
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in errors] == []

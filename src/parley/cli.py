@@ -28,7 +28,9 @@ def engine(
     import uvicorn
 
     from parley.engine.app import WS_MAX_MESSAGE_BYTES, create_app
+    from parley.util.serving import quiet_denied_handshakes
 
+    quiet_denied_handshakes()
     uvicorn.run(create_app(), host=host, port=port, log_level=log_level, ws_max_size=WS_MAX_MESSAGE_BYTES + 1024)
 
 
