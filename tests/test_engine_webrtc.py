@@ -192,3 +192,31 @@ async def test_answer_offers_only_the_pinned_host(rtc_engine: tuple[str, Engine]
     assert r.status_code == 201 and r.headers["content-type"].startswith("application/sdp")
     candidates = [line for line in r.text.splitlines() if line.startswith("a=candidate")]
     assert candidates and all(" 127.0.0.1 " in c for c in candidates)
+
+
+async def test_the_answer_is_opus_only_and_an_offer_without_opus_is_refused(rtc_engine: tuple[str, Engine]) -> None:
+    from aiortc import RTCRtpSender
+
+    async def post(peer: RtcPeer) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=rtc_engine[0]) as http:
+            return await http.post("/v1/realtime/calls", content=await peer.offer(), headers={
+                "Authorization": "Bearer sk", "Content-Type": "application/sdp"})
+
+    peer = RtcPeer()  # aiortc offers Opus, G.722, PCMU and PCMA, like a browser
+    try:
+        r = await post(peer)
+    finally:
+        await peer.close()
+    assert r.status_code == 201
+    codecs = [line.split()[1] for line in r.text.splitlines() if line.startswith("a=rtpmap:")]
+    assert [c for c in codecs if not c.startswith("opus/")] == [] and codecs  # as OpenAI answers
+
+    peer = RtcPeer()
+    pcmu = [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType == "audio/PCMU"]
+    peer.pc.getTransceivers()[0].setCodecPreferences(pcmu)
+    try:
+        r = await post(peer)
+    finally:
+        await peer.close()
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "invalid_offer" and r.json()["error"]["param"] == "sdp"
