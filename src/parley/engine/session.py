@@ -368,10 +368,19 @@ class Session:
         return self._buf[0] if self._buf else np.zeros(0, dtype=np.float32)
 
     def _slice(self, start_ms: float, end_ms: float) -> FloatArray:
-        buf = self._buffer()
         a = max(0, round((start_ms - self._buf_start_ms) * SAMPLE_RATE / 1000))
         b = max(a, round((end_ms - self._buf_start_ms) * SAMPLE_RATE / 1000))
-        return buf[a:b]
+        # Join only the chunks from `a` on: the end of speech is looked for at every pause, in
+        # the last 64 ms, and must not copy the whole utterance each time.
+        first, offset = len(self._buf), self._buf_samples
+        while first > 0 and offset > a:
+            first -= 1
+            offset -= self._buf[first].size
+        chunks = self._buf[first:]
+        if not chunks:
+            return np.zeros(0, dtype=np.float32)
+        joined = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+        return joined[a - offset : b - offset]
 
     def _drop_buffer_before(self, ms: float) -> None:
         cut = round((ms - self._buf_start_ms) * SAMPLE_RATE / 1000)
