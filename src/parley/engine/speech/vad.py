@@ -103,8 +103,9 @@ def _acquire() -> _Silero:
         refill = len(_pool) < _POOL_LOW and not _refilling
         _refilling = _refilling or refill
     if refill:
-        # Build the next ones off the event loop, so a new session rarely builds its own.
-        threading.Thread(target=_refill, name="vad-pool", daemon=True).start()
+        # Build the next ones off the event loop, so a new session rarely builds its own. Not a
+        # daemon: ONNX Runtime torn down under a model being built fails (std::bad_alloc) at exit.
+        threading.Thread(target=_refill, name="vad-pool").start()
     return model if model is not None else _Silero()
 
 
