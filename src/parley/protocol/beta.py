@@ -16,7 +16,7 @@ _FORMAT_FROM_BETA: dict[str, dict[str, Any]] = {
     "g711_alaw": {"type": "audio/pcma"},
 }
 # Server event types renamed in GA (beta name -> GA name).
-_SERVER_RENAMES = {
+SERVER_RENAMES = {
     "response.text.delta": "response.output_text.delta",
     "response.text.done": "response.output_text.done",
     "response.audio.delta": "response.output_audio.delta",
@@ -25,7 +25,7 @@ _SERVER_RENAMES = {
     "response.audio_transcript.done": "response.output_audio_transcript.done",
     "conversation.item.created": "conversation.item.added",
 }
-_SERVER_RENAMES_TO_BETA = {ga: b for b, ga in _SERVER_RENAMES.items()}
+_RENAMES_TO_BETA = {ga: b for b, ga in SERVER_RENAMES.items()}
 _CONTENT_TO_BETA = {"output_text": "text", "output_audio": "audio"}
 _CONTENT_FROM_BETA = {"text": "output_text", "audio": "output_audio"}
 
@@ -270,7 +270,7 @@ def server_event_to_beta(event: dict[str, Any]) -> list[dict[str, Any]]:
     if kind == "conversation.item.done":
         return []  # beta announces an item once, with conversation.item.created
     out = dict(event)
-    out["type"] = _SERVER_RENAMES_TO_BETA.get(kind, kind)
+    out["type"] = _RENAMES_TO_BETA.get(kind, kind)
     if kind == "response.function_call_arguments.done":
         out.pop("name", None)  # added to GA in 2026; beta clients read it from the output item
     if kind in ("session.created", "session.updated"):
@@ -288,12 +288,14 @@ def server_event_to_beta(event: dict[str, Any]) -> list[dict[str, Any]]:
 def server_event_from_beta(event: dict[str, Any]) -> dict[str, Any]:
     kind = event.get("type", "")
     out = dict(event)
-    out["type"] = _SERVER_RENAMES.get(kind, kind)
+    out["type"] = SERVER_RENAMES.get(kind, kind)
+    session = event.get("session")
     if kind.startswith("transcription_session."):
         out["type"] = kind.removeprefix("transcription_")
-        out["session"] = session_from_beta(event.get("session") or {}, kind="transcription")
-    elif kind in ("session.created", "session.updated"):
-        out["session"] = session_from_beta(event.get("session") or {})
+        if isinstance(session, dict):
+            out["session"] = session_from_beta(session, kind="transcription")
+    elif kind in ("session.created", "session.updated") and isinstance(session, dict):
+        out["session"] = session_from_beta(session)
     if isinstance(out.get("item"), dict):
         out["item"] = item_from_beta(out["item"])
     if isinstance(out.get("response"), dict):

@@ -151,8 +151,11 @@ def output_audio(transcript: str, audio: str | None = None) -> dict[str, Any]:
 def item_text(item: dict[str, Any]) -> str:
     """The words of a message item: typed text or the transcript of its audio."""
     words = []
-    for part in item.get("content") or []:
+    content = item.get("content")
+    for part in content if isinstance(content, list) else ():
+        if not isinstance(part, dict):
+            continue
         text = part.get("text") if part.get("type") in ("input_text", "output_text", "text") else part.get("transcript")
-        if text:
-            words.append(text)
+        if isinstance(text, str) and text.strip():
+            words.append(text.strip())
     return " ".join(words)
