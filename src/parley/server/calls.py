@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import logging
 import secrets
 import time
@@ -24,7 +23,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from parley.apps.scenarios import Persona, get_persona
+from parley.apps.negotiator.agent import EscalationError, NegotiatorAgent
+from parley.apps.scenarios import Persona
+from parley.protocol import changes as ch
 from parley.protocol.pricing import PriceTable
 
 from .auth import Principal
@@ -32,7 +33,7 @@ from .db import Store
 from .errors import ApiError
 from .limits import CallSlots, retry_after
 from .metrics import Metrics
-from .personas import handoff_note, persona_session
+from .personas import CallPersona, find_persona, persona_session
 from .recorder import Recorder
 from .settings import ServerSettings
 from .upstream import Upstream, UpstreamError
@@ -63,6 +64,7 @@ class LiveCall:
     upstream_call_id: str
     conn: Any  # the SDK's AsyncRealtimeConnection (send(dict), recv_bytes(), close())
     recorder: Recorder = field(init=False)
+    agent: NegotiatorAgent | None = None
     self_url: str | None = None
     reconnects: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -77,10 +79,11 @@ class DirectCall:
     id: str
     user_id: str
     limit_key: str
-    persona: Persona
+    persona: CallPersona
     model: str
     created: float = field(default_factory=time.time)
     recorder: Recorder | None = None
+    agent: NegotiatorAgent | None = None
     upstream_call_id: str | None = None
     events: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -146,12 +149,37 @@ class CallManager:
 
     # -- shared checks --------------------------------------------------------------------------
 
-    def _recorder(self, call_id: str, persona: Persona, model: str, *, send: Any = None,
+    def _recorder(self, call_id: str, persona: CallPersona, model: str, *, send: Any = None,
                   on_cost: Callable[[], Awaitable[None]] | None = None, start_seq: float = 0.0) -> Recorder:
-        return Recorder(self.store, call_id, persona=persona, model=model,
+        return Recorder(self.store, call_id, persona=persona.id, model=model,
                         transcription_model=self.settings.transcription_model, prices=self.prices,
-                        metrics=self.metrics, session_for=lambda p: persona_session(p, self.settings, update=True),
-                        handoff_note=handoff_note, send=send, on_cost=on_cost, start_seq=start_seq)
+                        metrics=self.metrics, send=send, on_cost=on_cost, start_seq=start_seq)
+
+    def _agent(self, call_id: str, persona: CallPersona, recorder: Recorder, send: Any = None) -> NegotiatorAgent | None:
+        """The persona's part of the call (tools, outcome, hand-over); the copilot has none."""
+        if not isinstance(persona, Persona):
+            return None
+
+        async def on_outcome(outcome: dict[str, Any]) -> None:
+            await self.store.set_outcome(call_id, outcome)
+
+        async def on_persona(new: Persona) -> None:
+            recorder.set_persona(new.id)
+            await self.store.add_persona(call_id, new.id, new.name)
+
+        def on_tool(name: str) -> None:
+            self.metrics.inc("parley_tool_calls_total",
+                             name=name if name in ("record_outcome", persona.handoff_tool) else "other")
+
+        return NegotiatorAgent(persona, session_for=lambda p: persona_session(p, self.settings, update=True),
+                               on_outcome=on_outcome, on_persona=on_persona, on_tool=on_tool, send=send)
+
+    async def _apply(self, recorder: Recorder, agent: NegotiatorAgent | None, event: Any) -> list[ch.Change]:
+        """One event through the call's recorder, then its app."""
+        changes = await recorder.handle(event)
+        if agent is not None:
+            await agent.on_changes(changes)
+        return changes
 
     async def check_daily_cap(self, user_id: str) -> None:
         """Before a new call: refuse a user whose calls today reached the daily cap.
@@ -187,7 +215,7 @@ class CallManager:
 
     # -- server-held calls ----------------------------------------------------------------------
 
-    async def start_call(self, principal: Principal, persona: Persona, sdp: str, *, self_url: str | None) -> tuple[str, str]:
+    async def start_call(self, principal: Principal, persona: CallPersona, sdp: str, *, self_url: str | None) -> tuple[str, str]:
         """Create the call upstream, start recording it; (call id, SDP answer)."""
         call_id = new_call_id()
         self.take_slot(principal, call_id)
@@ -220,6 +248,7 @@ class CallManager:
         live = LiveCall(call_id, principal.user_id, principal.limit_key, upstream_id, conn=conn, self_url=self_url)
         live.recorder = self._recorder(call_id, persona, self.settings.model, send=self._sender(live),
                                        on_cost=lambda: self._check_costs(live))
+        live.agent = self._agent(call_id, persona, live.recorder, send=self._sender(live))
         self.live[call_id] = live
         live.task = asyncio.create_task(self._run(live), name=f"sideband-{call_id}")
         live.timer = asyncio.create_task(self._deadline(live), name=f"deadline-{call_id}")
@@ -265,14 +294,13 @@ class CallManager:
                         reason = f"upstream_closed:{close.reason}"[:128]
                     break
                 try:
-                    event = json.loads(raw)
-                except ValueError:
-                    continue
-                if not isinstance(event, dict):
-                    continue
-                try:
-                    await live.recorder.handle(event)
+                    await self._apply(live.recorder, live.agent, raw)
+                except (asyncio.CancelledError, ConnectionClosed):
+                    raise
                 except Exception:
+                    # A bug, not bad input (that is an invalid-event change): counted and logged, and the
+                    # call goes on being recorded.
+                    self.metrics.inc("parley_recorder_errors_total")
                     log.exception("call %s: recording an event failed", live.id)
         except asyncio.CancelledError:
             reason = live.end_reason or "server_shutdown"
@@ -352,11 +380,16 @@ class CallManager:
                 raise ApiError(409, "A browser-direct call switches persona itself (session.update on its data "
                                     "channel); the server holds no sideband for it.", "not_server_call")
             raise ApiError(409, "The call is not in progress.", "call_not_active")
-        return await live.recorder.escalate()
+        if live.agent is None:
+            raise ApiError(409, "This call has nobody to hand over to.", "no_supervisor")
+        try:
+            return await live.agent.escalate()
+        except EscalationError as exc:
+            raise ApiError(409, exc.message, exc.code) from None
 
     # -- browser-direct calls -------------------------------------------------------------------
 
-    def register_direct(self, principal: Principal, persona: Persona, model: str, ttl: int) -> str:
+    def register_direct(self, principal: Principal, persona: CallPersona, model: str, ttl: int) -> str:
         call_id = new_call_id()
         self.take_slot(principal, call_id, ttl=ttl + 30)
         self.direct[call_id] = DirectCall(call_id, principal.user_id, principal.limit_key, persona, model)
@@ -375,6 +408,7 @@ class CallManager:
                 await self.store.create_call(id=call.id, user_id=call.user_id, kind="direct", persona=call.persona.id,
                                              persona_name=call.persona.name, model=call.model)
                 call.recorder = self._recorder(call.id, call.persona, call.model)
+                call.agent = self._agent(call.id, call.persona, call.recorder)
             if upstream_call_id and upstream_call_id != call.upstream_call_id:
                 call.upstream_call_id = upstream_call_id
                 await self.store.set_upstream_call_id(call.id, upstream_call_id)
@@ -386,13 +420,11 @@ class CallManager:
                 if not isinstance(event, dict) or event.get("type") not in REPORTABLE:
                     ignored += 1
                     continue
-                try:
-                    await call.recorder.handle(event)
-                    accepted += 1
-                except Exception:
-                    log.warning("call %s: a reported %s event could not be recorded", call.id,
-                                str(event.get("type"))[:64], exc_info=True)
+                changes = await self._apply(call.recorder, call.agent, event)
+                if any(isinstance(c, ch.InvalidEvent) for c in changes):
                     ignored += 1
+                else:
+                    accepted += 1
             call.events += accepted
             if accepted:
                 await self.store.count_events(call.id, accepted)
@@ -414,16 +446,14 @@ class CallManager:
                            "not_direct_call")
         if row.status != "active":
             raise ApiError(409, f"The call is over ({row.end_reason or row.status}).", "call_not_active")
-        try:
-            persona = get_persona(row.personas[-1]["id"] if row.personas else row.persona)
-        except Exception:
-            persona = get_persona(row.persona)
+        persona = find_persona(row.personas[-1]["id"] if row.personas else row.persona)
         items = await self.store.items(call_id)
         call = DirectCall(row.id, row.user_id, principal.limit_key, persona, row.model,
                           created=row.created_at.timestamp(), upstream_call_id=row.upstream_call_id,
                           events=row.events_received)
         call.recorder = self._recorder(call.id, persona, row.model, start_seq=max((i.seq for i in items), default=0.0))
         call.recorder.cost = row.cost_usd
+        call.agent = self._agent(call.id, persona, call.recorder)
         self.direct[call_id] = call
         self.slots.try_take(principal.limit_key, call_id, 10**6, ttl=self.settings.direct_idle_seconds)
         return call

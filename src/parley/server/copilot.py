@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from parley.apps.copilot import AUX_INSTRUCTIONS, THEM_LABEL, mic_session, speaker_session
+from parley.apps.copilot import THEM_LABEL, mic_session, speaker_session
 from parley.apps.copilot.answerer import Answerer, ChatAnswerer, Line, LocalAnswerer, ResponsesAnswerer
 
 from .db import ItemRecord, Store, TranscriptItem, utcnow
@@ -22,20 +22,13 @@ from .settings import ServerSettings
 
 
 @dataclass(frozen=True)
-class CopilotPersona:
-    """Stands where a scenario persona stands for the call machinery (id, name, config)."""
+class CopilotConnection:
+    """One of the copilot's two calls: who it is for the call machinery (id, name, its session)."""
 
     id: str
     name: str
     role: str
     voice: str = "alloy"
-    instructions: str = ""
-    tools: list[dict[str, Any]] = field(default_factory=list)
-    handoff_tool: str | None = None
-    handoff_persona: None = None
-
-    def session_config(self) -> dict[str, Any]:
-        return mic_session() if self.id == "copilot/mic" else speaker_session()
 
     def card(self) -> dict[str, Any]:
         return {"scenario": "copilot", "title": "Copilot",
@@ -43,13 +36,12 @@ class CopilotPersona:
 
 
 PERSONAS = {
-    "copilot/mic": CopilotPersona("copilot/mic", "Quick answer", "Your microphone and the quick assistant",
-                                  instructions=AUX_INSTRUCTIONS),
-    "copilot/speaker": CopilotPersona("copilot/speaker", "Them", "The other party (system audio)"),
+    "copilot/mic": CopilotConnection("copilot/mic", "Quick answer", "Your microphone and the quick assistant"),
+    "copilot/speaker": CopilotConnection("copilot/speaker", "Them", "The other party (system audio)"),
 }
 
 
-def session_for(persona: CopilotPersona, settings: ServerSettings) -> dict[str, Any]:
+def session_for(persona: CopilotConnection, settings: ServerSettings) -> dict[str, Any]:
     config = (mic_session if persona.id == "copilot/mic" else speaker_session)(settings.transcription_model)
     if config["type"] == "realtime":
         config["model"] = settings.model
