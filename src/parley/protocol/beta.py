@@ -185,7 +185,7 @@ def item_from_beta(item: Any) -> Any:
 def response_to_beta(resp: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in resp.items() if k not in ("audio", "output_modalities", "output")}
     if "output" in resp:
-        out["output"] = [item_to_beta(i) for i in resp["output"]]
+        out["output"] = [item_to_beta(i) for i in resp["output"]] if isinstance(resp["output"], list) else resp["output"]
     if "output_modalities" in resp:
         out["modalities"] = _modalities_to_beta(resp["output_modalities"])
     audio_out = (resp.get("audio") or {}).get("output") or {}
@@ -208,7 +208,7 @@ def response_from_beta(resp: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in resp.items()
            if k not in ("modalities", "voice", "output_audio_format", "temperature", "output")}
     if "output" in resp:
-        out["output"] = [item_from_beta(i) for i in resp["output"]]
+        out["output"] = [item_from_beta(i) for i in resp["output"]] if isinstance(resp["output"], list) else resp["output"]
     if "modalities" in resp:
         out["output_modalities"] = _modalities_from_beta(resp["modalities"])
     audio_out: dict[str, Any] = {}

@@ -18,6 +18,8 @@ _DEFS: dict[str, tuple[str, str]] = {
     "parley_tokens_total": ("counter", "Tokens used by recorded responses, by direction."),
     "parley_cost_usd_total": ("counter", "Dollars of recorded usage (responses and transcription)."),
     "parley_transcript_items_total": ("counter", "Transcript items stored."),
+    "parley_invalid_events_total": ("counter", "Server events a recorder could not read (malformed), counted and skipped."),
+    "parley_recorder_errors_total": ("counter", "Events whose recording failed with an error (a bug; logged)."),
     "parley_tool_calls_total": ("counter", "Function calls the server answered, by name."),
     "parley_caps_total": ("counter", "Calls the server ended because of a cap, by cap."),
     "parley_rate_limited_total": ("counter", "Requests refused with 429, by reason."),
@@ -28,7 +30,8 @@ _DEFS: dict[str, tuple[str, str]] = {
 }
 
 
-_UNLABELED = ("parley_sessions_total", "parley_cost_usd_total")
+_UNLABELED = ("parley_sessions_total", "parley_cost_usd_total", "parley_invalid_events_total",
+              "parley_recorder_errors_total")
 
 
 def _labels(labels: dict[str, str]) -> Labels:

@@ -1,0 +1,90 @@
+"""The call recorder on a real SQLite file: whatever events arrive, it never raises, and what it
+stores follows the conversation; bad events are counted, not swallowed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from parley.protocol import events as ev
+from parley.protocol.pricing import DEFAULT_TABLE
+from parley.server.db import Store
+from parley.server.metrics import Metrics
+from parley.server.recorder import Recorder
+from recorder_events import event
+from server_helpers import make_settings, running_server
+
+
+def test_the_recorder_never_raises_and_stores_in_conversation_order(tmp_path: Path) -> None:
+    loop = asyncio.new_event_loop()
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'fuzz.db'}")
+    loop.run_until_complete(store.start())
+    calls = iter(range(10**6))
+
+    @given(st.lists(event, min_size=1, max_size=16))
+    @settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    def record(events: list[dict[str, Any]]) -> None:
+        call_id = f"call_{next(calls)}"
+
+        async def run() -> None:
+            await store.create_call(id=call_id, user_id="u", kind="direct", persona="negotiator/sarah",
+                                    persona_name="Sarah", model="gpt-realtime")
+            recorder = Recorder(store, call_id, persona="negotiator/sarah", model="gpt-realtime",
+                                transcription_model="whisper-1", prices=DEFAULT_TABLE, metrics=Metrics())
+            for e in events:
+                await recorder.handle(e)  # must not raise
+            stored = await store.items(call_id)
+            order = recorder.state.ids
+            live = [i.item_id for i in stored if i.item_id in order]
+            assert live == sorted(live, key=order.index)  # speech order, whatever the arrival order
+
+        loop.run_until_complete(run())
+
+    try:
+        record()
+    finally:
+        loop.run_until_complete(store.close())
+        loop.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_server(make_settings(tmp_path_factory.mktemp("recorder"))) as url:
+        yield url
+
+
+async def test_a_malformed_output_list_still_stores_the_usage(server: str) -> None:
+    async with httpx.AsyncClient(base_url=server, timeout=30) as client:
+        call = (await client.post("/api/session", json={})).json()
+        usage = ev.usage(input_text=20, output_text=10, output_audio=40)
+        response = ev.response_object("resp_1", status="completed", conversation_id="conv_1", usage=usage)
+        response["output"] = True  # not a list: the output is unreadable, the usage is not
+        r = await client.post(call["events_url"], json={"events": [
+            ev.response_created(ev.response_object("resp_1", conversation_id="conv_1")), ev.response_done(response)]})
+        assert r.status_code == 200, r.text
+        detail = (await client.get(f"/api/calls/{call['call_id']}")).json()
+        assert [x["ref_id"] for x in detail["responses"]] == ["resp_1"]
+        assert detail["cost_usd"] == pytest.approx(DEFAULT_TABLE.response_cost("gpt-realtime", usage))
+
+
+async def test_invalid_events_are_counted(server: str) -> None:
+    async with httpx.AsyncClient(base_url=server, timeout=30) as client:
+        call = (await client.post("/api/session", json={})).json()
+        before = _invalid((await client.get("/metrics")).text)
+        r = await client.post(call["events_url"], json={"events": [
+            {"type": "conversation.item.added", "item": "not an item"},
+            {"type": "response.created", "response": {"id": 5}}]})
+        assert r.status_code == 200 and r.json()["ignored"] == 2, r.text
+        assert _invalid((await client.get("/metrics")).text) == before + 2
+
+
+def _invalid(metrics: str) -> float:
+    lines = [line for line in metrics.splitlines() if line.startswith("parley_invalid_events_total")]
+    return float(lines[0].split()[-1]) if lines else 0.0
