@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,8 @@ from parley.client.relay import FaultRelay
 from parley.engine.app import Engine, EngineSettings, create_app
 from parley.util.serving import serve_app
 
+# An id value (not a key such as "item_id"): made fresh for each round.
+_FRESH_ID = re.compile(r'"(item|resp)_([A-Za-z0-9]{22})"')
 QUESTIONS = ["Hi, I would like to lower my monthly bill, it is too expensive.",
              "I have been a customer for six years.",
              "Another company offered me internet for fifty dollars a month."]
@@ -70,8 +73,7 @@ def throughput(raws: list[str], count: int, load: str) -> float:
     feed = client.feed
     best = 0.0
     for repeat in range(3):
-        batches = [[r.replace('"item_', f'"item_{repeat}x{n}_').replace('"resp_', f'"resp_{repeat}x{n}_')
-                    for r in raws] for n in range(rounds)]
+        batches = [[_FRESH_ID.sub(rf'"\1_{repeat}x{n}\2"', r) for r in raws] for n in range(rounds)]
         client.conversation.clear()
         start = time.perf_counter()
         for batch in batches:

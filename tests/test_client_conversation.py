@@ -116,7 +116,8 @@ async def test_conversation_spoken_text_tool_and_barge_in(chat: tuple[str, ChatS
         assert spoken and spoken[0].response_id == first.response_id
         await asyncio.sleep(0.5)
         assert audio_ms[0] > 500
-        assert turn.first_audio_ms is not None and turn.first_audio_ms < 5000
+        # measured after the response was created (how soon is benchmarks/client.py's business)
+        assert turn.first_audio_ms is not None and turn.created_ms is not None and turn.first_audio_ms > turn.created_ms
 
         # 2. a text turn
         item_id = await client.send_text("What plans do you have?")

@@ -301,7 +301,7 @@ async def test_connect_errors_are_clear() -> None:
         await RealtimeClient(base_url="http://127.0.0.1:9", api_key="sk-test").connect()
     assert refused.value.status is None and refused.value.retryable
     with pytest.raises(ValueError):
-        RealtimeClient(base_url="http://127.0.0.1:9", api_key="sk", transport="carrier-pigeon")._new_transport(  # type: ignore[arg-type]
+        RealtimeClient(base_url="http://127.0.0.1:9", api_key="sk", transport="carrier-pigeon")._connection._new_transport(  # type: ignore[arg-type]
             Key("sk"))
 
 
@@ -333,3 +333,23 @@ async def test_drop_while_the_user_speaks_resends_the_unfinished_utterance(engin
         users = [i for i in client.conversation if i.role == "user"]
         assert len(users) == 1 and users[0].text == transcript
         await client.wait_for("response.done", timeout=30)
+
+
+async def test_switching_turn_detection_type_survives_a_reconnect(relay: FaultRelay) -> None:
+    """The client keeps its session with the protocol's merge: a new turn detection type replaces
+    the old object, so no `silence_duration_ms` is left to make the engine refuse the replay."""
+    session = {"audio": {"input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 400}}}}
+    client = RealtimeClient(base_url=relay.url, api_key="sk-test", session=session, reconnect=fast_policy())
+    async with client:
+        updated = await client.update_session({"audio": {"input": {"turn_detection": {"type": "semantic_vad"}}}})
+        assert updated["audio"]["input"]["turn_detection"]["type"] == "semantic_vad"
+        reconnected = asyncio.ensure_future(client.wait_for("reconnected", timeout=20))
+        failed = asyncio.ensure_future(client.wait_for("disconnected", lambda e: not e.will_reconnect, timeout=20))
+        await asyncio.sleep(0)
+        relay.cut()
+        done, _ = await asyncio.wait({reconnected, failed}, return_when=asyncio.FIRST_COMPLETED)
+        failed.cancel()
+        assert reconnected in done, failed.result()
+        assert client.session["audio"]["input"]["turn_detection"] == {
+            **client.session["audio"]["input"]["turn_detection"], "type": "semantic_vad"}
+        assert "silence_duration_ms" not in client.session["audio"]["input"]["turn_detection"]

@@ -109,7 +109,7 @@ async def test_push_to_talk_commit_and_clear(drip: tuple[str, ChatServerURL]) ->
         await client.create_response()
         await client.wait_for("response.done", timeout=30)
         await client.wait_for("message", lambda m: m.item_id == item_id, timeout=10) \
-            if not client.conversation[item_id].announced else None
+            if not client.announced(item_id) else None
         user = client.conversation[item_id]
         assert wer(sentence, user.text) <= 0.3, user.text
         assert client.conversation.ids == [item_id, client.conversation.last("assistant").id]  # type: ignore[union-attr]

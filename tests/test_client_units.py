@@ -267,12 +267,12 @@ async def test_key_providers_may_return_any_secret_shape() -> None:
 async def test_audio_at_any_rate_is_resampled_to_24k() -> None:
     client = RealtimeClient(base_url="http://127.0.0.1:9", api_key="sk")
     tone = np.sin(2 * np.pi * 440 * np.arange(48000) / 48000).astype(np.float32) * 0.5
-    out = b"".join(client._to_pcm24k(tone[i:i + 960], 48000) for i in range(0, tone.size, 960))
+    out = b"".join(client._audio.to_pcm24k(tone[i:i + 960], 48000) for i in range(0, tone.size, 960))
     assert 0 <= 24000 - len(out) // 2 < 1000  # soxr holds back its filter delay (~30 ms) until more comes
     ints = (tone * 32767).astype(np.int16)
-    assert len(client._to_pcm24k(ints[:480], 24000)) == 960
+    assert len(client._audio.to_pcm24k(ints[:480], 24000)) == 960
     # PCM16 bytes split mid-sample are stitched back together
     raw = ints[:100].astype("<i2").tobytes()
-    assert client._to_pcm24k(raw[:51], 24000) + client._to_pcm24k(raw[51:], 24000) == raw
+    assert client._audio.to_pcm24k(raw[:51], 24000) + client._audio.to_pcm24k(raw[51:], 24000) == raw
     stereo = np.stack([tone[:480], tone[:480]], axis=1)
-    assert len(client._to_pcm24k(stereo, 24000)) == 960
+    assert len(client._audio.to_pcm24k(stereo, 24000)) == 960

@@ -18,12 +18,12 @@ from hypothesis import strategies as st
 from conformance import client_event_examples, validate_server_event
 from parley.protocol import CLIENT_EVENT_TYPES, Invalid, ProtocolError, parse_client_event
 from parley.protocol.client_events import (
-    MAX_APPEND_BYTES,
     ConversationItemCreate,
     InputAudioBufferAppend,
     ResponseCreate,
     SessionUpdate,
 )
+from parley.protocol.limits import MAX_APPEND_BYTES
 from parley.protocol.session import RealtimeSessionConfig, merge_session
 
 FUZZ = settings(max_examples=300, deadline=None,

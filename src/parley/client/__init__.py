@@ -12,7 +12,7 @@ usage and cost; `AudioPlayer` for WebSocket playback with barge-in; `ConnectionM
 several named connections (a transcription-only `speaker` feeding an assistant `mic`).
 """
 
-from parley.client.client import EventStream, RealtimeClient, ResponseHandle
+from parley.client.client import RealtimeClient
 from parley.client.conversation import Conversation, Item
 from parley.client.events import (
     Audio,
@@ -39,6 +39,8 @@ from parley.client.keys import client_secret_provider, mint_client_secret
 from parley.client.manager import ConnectionManager, Injection
 from parley.client.playback import AudioPlayer, sounddevice_available
 from parley.client.policy import Key, ReconnectPolicy, TurnLatency, Usage
+from parley.client.responses import ResponseHandle
+from parley.client.subscriptions import EventStream
 from parley.client.tools import Tool, ToolRegistry, function_schema
 from parley.client.transport import (
     AuthenticationError,

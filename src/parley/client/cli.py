@@ -190,7 +190,7 @@ async def _talk(*, url: str | None, base_url: str | None, api_key: str, model: s
                 _fail(f"no answer within {timeout:g} s")
             await asyncio.sleep(0.3)  # late transcripts
             for item in client.conversation:
-                if item.type == "message" and not item.announced:
+                if item.type == "message" and not client.announced(item.id):
                     view.message(item.id, item.role or "", item.text)
         elif text_mode:
             loop = asyncio.get_running_loop()

@@ -46,8 +46,8 @@ from parley.protocol.client_events import (
 )
 from parley.protocol.errors import ProtocolError, error_from
 from parley.protocol.items import FunctionCallItem, FunctionCallOutputItem, ItemReference, MessageItem
+from parley.protocol.limits import MAX_SESSION_SECONDS, MIN_COMMIT_MS
 from parley.protocol.session import (
-    MAX_SESSION_SECONDS,
     RealtimeSessionConfig,
     SemanticVad,
     ServerVad,
@@ -58,7 +58,6 @@ from parley.protocol.session import (
 )
 
 Event = dict[str, Any]
-MIN_COMMIT_MS = 100
 VAD_FRAME_MS = 32
 # Frames above the threshold before a turn starts: one frame of noise is not speech.
 SPEECH_START_FRAMES = 2

@@ -114,8 +114,8 @@ def session_to_beta(session: dict[str, Any]) -> dict[str, Any]:
 
 def session_from_beta(beta: dict[str, Any], *, kind: str = "realtime") -> dict[str, Any]:
     """A flat beta session in the GA shape (`kind` says realtime or transcription)."""
-    if "type" in beta and beta.get("type") in ("realtime", "transcription"):
-        return copy.deepcopy(beta)  # already GA
+    if beta.get("type") in ("realtime", "transcription") or "audio" in beta or "output_modalities" in beta:
+        return copy.deepcopy(beta)  # already GA (only GA nests `audio` or names `output_modalities`)
     ga: dict[str, Any] = {"type": kind}
     for key in ("id", "object", "expires_at"):
         if key in beta:

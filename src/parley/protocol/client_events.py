@@ -17,6 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from . import beta as _beta
 from .errors import ProtocolError, error_from, from_validation_error
 from .items import Item, ItemReference
+from .limits import MAX_APPEND_BYTES, MAX_EVENT_ID_CHARS, MAX_METADATA_PAIRS
 from .session import (
     AudioFormat,
     CustomVoice,
@@ -29,12 +30,10 @@ from .session import (
     one_modality,
 )
 
-MAX_APPEND_BYTES = 15 * 1024 * 1024  # OpenAI's limit per input_audio_buffer.append
-
 
 class _Event(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    event_id: str | None = Field(default=None, max_length=512)
+    event_id: str | None = Field(default=None, max_length=MAX_EVENT_ID_CHARS)
 
 
 class SessionUpdate(_Event):
@@ -122,8 +121,8 @@ class ResponseParams(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> ResponseParams:
-        if self.metadata is not None and len(self.metadata) > 16:
-            raise ValueError("metadata can have at most 16 pairs")
+        if self.metadata is not None and len(self.metadata) > MAX_METADATA_PAIRS:
+            raise ValueError(f"metadata can have at most {MAX_METADATA_PAIRS} pairs")
         if self.output_modalities is not None:
             self.output_modalities = one_modality(self.output_modalities)
         return self

@@ -133,6 +133,7 @@ class ConversationState:
         self.active_response_id: str | None = None
         self._speech: tuple[str | None, int | None, int | None] | None = None  # item id, start, end
         self._completed: dict[str, str] = {}  # item id -> the words its last ItemCompleted carried
+        self._bytes_per_ms = 48.0  # of output audio, in the session's output format
         self._now = 0.0
         self._handlers: dict[str, Callable[[ServerEvent, list[ch.Change]], None]] = {
             "session.created": self._session,
@@ -238,11 +239,7 @@ class ConversationState:
 
     @property
     def output_bytes_per_ms(self) -> float:
-        audio = self.session.get("audio")
-        out = audio.get("output") if isinstance(audio, dict) else None
-        fmt = out.get("format") if isinstance(out, dict) else None
-        name = fmt.get("type") if isinstance(fmt, dict) else fmt
-        return 8.0 if name in ("audio/pcmu", "audio/pcma", "g711_ulaw", "g711_alaw") else 48.0
+        return self._bytes_per_ms
 
     # -- applying events ------------------------------------------------------------------------
 
@@ -250,11 +247,9 @@ class ConversationState:
         """Apply one server event; what it changed. Never raises on bad input."""
         if not isinstance(event, ServerEvent):
             event = read_server_event(event)
-        if isinstance(event, InvalidServerEvent):
-            return [ch.InvalidEvent(event.reason)]
         handler = self._handlers.get(event.type)
         if handler is None:
-            return []
+            return [ch.InvalidEvent(event.reason)] if isinstance(event, InvalidServerEvent) else []
         self._now = now
         out: list[ch.Change] = []
         try:
@@ -368,7 +363,9 @@ class ConversationState:
             if parts or not item.content:
                 item.content = parts
             words = content_text({"content": parts})
-            if words and (item.completed or (not item.parts and item.role == "user")):
+            if words and item.truncated_ms is not None:
+                item.heard = words  # the server's copy of a cut answer holds the words that were heard
+            elif words and (item.completed or (not item.parts and item.role == "user")):
                 item.final_text = words
         for key in ("call_id", "name", "output"):
             value = _s(data.get(key))
@@ -411,10 +408,16 @@ class ConversationState:
         session = event.get("session")
         if not isinstance(session, dict):
             raise TypeError("'session' is not an object")
+        was_transcribing = self.transcribing
         self.session = session
+        audio = session.get("audio")
+        output = audio.get("output") if isinstance(audio, dict) else None
+        fmt = output.get("format") if isinstance(output, dict) else None
+        name = fmt.get("type") if isinstance(fmt, dict) else fmt
+        self._bytes_per_ms = 8.0 if name in ("audio/pcmu", "audio/pcma") else 48.0
         out.append(ch.SessionChanged(session))
         # Items that waited for a transcript the session no longer promises are complete now.
-        if not self.transcribing:
+        if was_transcribing and not self.transcribing:
             for item in self:
                 self._check_complete(item, out)
 
@@ -595,14 +598,20 @@ class ConversationState:
             item.final_text = text
 
     def _audio_delta(self, event: ServerEvent, out: list[ch.Change]) -> None:
-        b64 = event.get("delta")
-        if not isinstance(b64, str):
+        # The hot path: 50 events a second per call.
+        data = event.data
+        b64 = data.get("delta")
+        if b64.__class__ is not str:
             raise TypeError("'delta' is not a string")
-        item = self._response_item(event, out)
-        ms = _b64_size(b64) / self.output_bytes_per_ms
+        item = self._items.get(data.get("item_id"))  # type: ignore[arg-type]
+        if item is None:
+            item = self._response_item(event, out)
+        ms = _b64_size(b64) / self._bytes_per_ms
         if item is not None:
             item.audio_ms += ms
-        out.append(ch.AudioReceived(event.response_id, item.id if item is not None else None, b64, ms))
+        rid = data.get("response_id")
+        out.append(ch.AudioReceived(rid if rid.__class__ is str else None, item.id if item is not None else None,
+                                    b64, ms))
 
     def _arguments_delta(self, event: ServerEvent, out: list[ch.Change]) -> None:
         delta = event.get("delta")

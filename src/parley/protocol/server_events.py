@@ -35,19 +35,28 @@ __all__ = [
 ]
 
 _loads = json.loads
+_scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # the C scanner, without json.loads' two whitespace regexes
+
+
+def _parse(raw: str | bytes | bytearray) -> Any:
+    text = raw if isinstance(raw, str) else bytes(raw).decode("utf-8")
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration:  # leading whitespace, or nothing JSON at all: the full parser says which
+        return _loads(text)
+    if end != len(text) and text[end:].strip():
+        return _loads(text)  # raises with the place of the extra data
+    return value
 
 
 class ServerEvent:
     """A server event: the parsed JSON object, read lazily."""
 
-    __slots__ = ("data",)
+    __slots__ = ("data", "type")
 
     def __init__(self, data: dict[str, Any]) -> None:
         self.data = data
-
-    @property
-    def type(self) -> str:
-        return str(self.data.get("type"))
+        self.type: str = str(data.get("type"))
 
     @property
     def event_id(self) -> str | None:
@@ -108,11 +117,8 @@ class InvalidServerEvent(ServerEvent):
 
     def __init__(self, reason: str, data: dict[str, Any] | None = None) -> None:
         super().__init__(data if data is not None else {})
+        self.type = "invalid"
         self.reason = reason
-
-    @property
-    def type(self) -> str:
-        return "invalid"
 
     def __repr__(self) -> str:
         return f"InvalidServerEvent({self.reason})"
@@ -217,15 +223,13 @@ class AudioDelta(ServerEvent):
 
     __slots__ = ("_audio",)
 
-    def __init__(self, data: dict[str, Any]) -> None:
-        super().__init__(data)
-        self._audio: bytes | None = None
-
     @property
     def audio(self) -> bytes:
-        if self._audio is None:
-            self._audio = base64.b64decode(self.data.get("delta") or "")
-        return self._audio
+        try:
+            return self._audio
+        except AttributeError:  # not decoded yet: most readers never ask
+            self._audio: bytes = base64.b64decode(self.data.get("delta") or "")
+            return self._audio
 
 
 class FunctionCallArgumentsDone(ServerEvent):
@@ -322,7 +326,7 @@ def read_server_event(raw: str | bytes | bytearray | dict[str, Any]) -> ServerEv
         data: Any = raw
     else:
         try:
-            data = _loads(raw)  # type: ignore[arg-type]
+            data = _parse(raw)  # type: ignore[arg-type]
         except (ValueError, UnicodeDecodeError, TypeError) as exc:
             return InvalidServerEvent(f"not JSON: {exc}")
         except RecursionError:

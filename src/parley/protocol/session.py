@@ -22,8 +22,6 @@ DEFAULT_INSTRUCTIONS = (
     "spoken, and talk quickly."
 )
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
-# A session's lifetime cap on OpenAI's GA service.
-MAX_SESSION_SECONDS = 60 * 60
 
 
 class _Strict(BaseModel):
@@ -283,14 +281,15 @@ def parse_session(data: Any, *, param: str = "session") -> SessionConfig:
         raise from_validation_error(exc, prefix=param) from None
 
 
-def _deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+def merge_config(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """`patch` applied to `base` as `session.update` applies it (both plain dicts; a new one back)."""
     out = dict(base)
     for key, value in patch.items():
         old = out.get(key)
         # Objects merge field by field unless their `type` changes (then the new one replaces it);
         # lists and scalars replace; an explicit null clears.
         if isinstance(value, dict) and isinstance(old, dict) and value.get("type", old.get("type")) == old.get("type"):
-            out[key] = _deep_merge(old, value)
+            out[key] = merge_config(old, value)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -311,7 +310,7 @@ def merge_session(current: SessionConfig, patch: Any) -> SessionConfig:
             f"Cannot change the session type from '{current.type}' to '{patch['type']}'.",
             "session.type",
         )
-    merged = _deep_merge(current.model_dump(mode="json"), patch)
+    merged = merge_config(current.model_dump(mode="json"), patch)
     return parse_session(merged)
 
 
