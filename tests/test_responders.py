@@ -231,6 +231,25 @@ async def test_user_speaking_first_gets_an_introduction() -> None:
     assert t.text.startswith("Hi, this is Sarah") and ladder_prices(t.text) == [109.99]
 
 
+async def test_a_greeting_cut_short_by_a_barge_in_still_introduced_her() -> None:
+    # The user talked over "Thanks for calling Northwind Cable, this is Sarah...": the truncated
+    # greeting holds only what was heard, and her answer must not start with a second introduction.
+    call = Call()
+    call.items += [assistant("Thanks for calling Northwind Cable,"), user("my bill is too expensive")]
+    t = await call.respond()
+    assert "this is Sarah" not in t.text and ladder_prices(t.text) == [109.99], t.text
+    # another persona's words are no introduction of hers
+    call = Call()
+    call.items += [assistant("Hi, this is Marco"), user("my bill is too expensive")]
+    assert (await call.respond()).text.startswith("Hi, this is Sarah")
+    # nor are Sarah's words, cut short after the user spoke, Marco's greeting ("Hi, this is Marco...")
+    call = Call(persona=get_persona(MARCO))
+    call.items += [user("my bill is too high"), assistant("Hi, this"), {"type": "message", "role": "system",
+                   "content": [{"type": "input_text", "text": "Sarah has transferred this call to you."}]}]
+    t = await call.respond()
+    assert "this is Marco" in t.text, t.text
+
+
 async def test_marco_as_supervisor_does_not_hand_over_again() -> None:
     call = Call(persona=get_persona(MARCO))
     call.items += [assistant(get_persona(SARAH).greeting), user("too expensive"),
