@@ -459,9 +459,11 @@ class Recorder:
         target = old.handoff_persona
         if target is None:
             raise ApiError(409, f"{old.name} has nobody to hand the call to.", "no_supervisor")
-        # Stop whatever the old persona is saying (a response we may not have heard of yet included:
-        # cancelling with none active only earns an error event).
-        await self.send({"type": "response.cancel"})
+        # Stop whatever the old persona is saying. With no response active a cancel only earns an
+        # error event, which the upstream also shows the caller's page; one we have not heard of
+        # yet ends by itself, and our response.create then waits for it (see _error).
+        if self.active_response is not None:
+            await self.send({"type": "response.cancel"})
         await self.send({"type": "output_audio_buffer.clear"})
         if self.active_response is not None:
             try:
