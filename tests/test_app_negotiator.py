@@ -96,10 +96,16 @@ async def test_practice_call_end_to_end(server: str, mic_wav: Path) -> None:
         price = await until(page, "!document.querySelector('#outcome').hidden && "
                                   "document.querySelector('#outcome-price').textContent", 60)
         assert re.search(r"\$\d+\.\d\d", price), price
+        # the typed line reads as sent, not greyed out as if still pending
+        typed = await page.evaluate("[...document.querySelectorAll('#transcript .bubble.user')]"
+                                    ".filter(b => b.textContent.includes('I accept')).map(b => b.className)")
+        assert typed and all("pending" not in c for c in typed), typed
         call_id = await page.evaluate("window.parleyCall.state.callId")
         await page.click("#end")
         await until(page, "document.querySelector('#status').dataset.status === 'disconnected'", 10)
         assert "save" in (await page.text_content("#outcome-detail") or "")
+        assert await page.evaluate("[document.querySelector('#mic-level').value, "
+                                   "document.querySelector('#agent-level').value]") == [0, 0]  # no frozen meters
 
         # the call is stored, with its transcript, cost and recording
         async with httpx.AsyncClient(base_url=server, cookies=await _cookies(page)) as http:
@@ -127,7 +133,14 @@ async def test_practice_call_end_to_end(server: str, mic_wav: Path) -> None:
         md = await history.get_attribute("#dl-md", "href")
         assert md and md.endswith("format=md")
         assert await history.is_visible("#dl-audio")
+        # what was said, not the agent's tool calls ("record_outcome({...})" is no line of Sarah's)
+        said = await history.eval_on_selector_all("#detail-transcript .bubble .text", "ts => ts.map(t => t.textContent)")
+        assert not [t for t in said if "record_outcome" in t or "transfer_to_supervisor" in t], said
         await history.screenshot(path=str(ARTIFACTS / "history.png"), full_page=True)
+        await history.set_viewport_size({"width": 390, "height": 844})
+        await until(history, "document.documentElement.scrollWidth <= window.innerWidth", 5,
+                    context="document.documentElement.scrollWidth")
+        await history.screenshot(path=str(ARTIFACTS / "history-call-phone.png"), full_page=True)
 
 
 async def _cookies(page: Any) -> dict[str, str]:

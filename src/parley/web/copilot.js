@@ -172,6 +172,7 @@ function stop() {
     if (id) fetch(`/api/calls/${encodeURIComponent(id)}/hangup`, { method: "POST" }).catch(() => {});
   }
   render();
+  $("mic-level").value = $("speaker-level").value = 0; // no levels arrive after the calls
   mic = speaker = null;
   $("start").disabled = false;
   $("stop").disabled = true;

@@ -81,7 +81,7 @@ async function showCall(id) {
   $("dl-audio").hidden = !call.has_audio;
   $("dl-audio").href = `${base}/audio`;
   // What was said; tool calls and the notes the server gives the agent stay out.
-  const items = (call.transcript || []).filter((i) => i.text && (i.role === "user" || i.role === "assistant"));
+  const items = (call.transcript || []).filter((i) => i.text && i.kind === "message" && (i.role === "user" || i.role === "assistant"));
   $("detail-transcript").innerHTML = items.length ? items.map((i) => `
     <div class="bubble ${i.role === "user" ? "user" : "assistant"}${i.status === "incomplete" || i.audio_end_ms !== null && i.audio_end_ms !== undefined ? " interrupted" : ""}">
       <span class="who">${escape(i.speaker)}</span><span class="text">${escape(i.text)}</span></div>`).join("")

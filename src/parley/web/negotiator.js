@@ -74,6 +74,9 @@ function render() {
   $("mic").disabled = !live;
   $("text").disabled = $("send").disabled = !live;
   $("supervisor").disabled = !live || $("direct").checked || (currentPersona && card && currentPersona.id !== SCENARIO_PERSONA);
+  if (!live) {
+    $("mic-level").value = $("agent-level").value = 0; // no levels arrive after the call
+  }
   if (!state) {
     $("mic").innerHTML = ICONS.mic;
     return;

@@ -712,6 +712,8 @@ export class RealtimeCall extends EventTarget {
     const patch = { role: item.role, previousId };
     if (text) patch.text = text;
     if (done && item.role !== "user") patch.status = item.status === "incomplete" ? "interrupted" : "completed";
+    // A typed message is complete as it arrives (a spoken one when its transcript does).
+    if (item.role === "user" && part.type === "input_text" && item.status === "completed") patch.status = "completed";
     this._upsert(item.id, patch);
   }
 
