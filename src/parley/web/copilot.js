@@ -64,8 +64,11 @@ function render() {
   const errors = [mic, speaker].filter(Boolean).flatMap((c) => c.state.errors);
   $("errors").textContent = errors.length ? errors[errors.length - 1].message : "";
   const rows = timeline();
-  if (!rows.length) return;
   const box = $("timeline");
+  if (!rows.length) {
+    if (live) box.innerHTML = '<p class="empty">Listening… what they say appears as <strong>Them</strong>, what you say as <strong>You</strong>.</p>';
+    return;
+  }
   const nearBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 60;
   box.innerHTML = rows.map((r) => {
     const who = { them: "Them", you: "You", aux: "Quick answer", main: `Main answer${r.label ? ` · ${r.label}` : ""}` }[r.kind];
