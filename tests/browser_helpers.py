@@ -14,15 +14,16 @@ import pytest
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
-def chromium_args(fake_audio: Path | None, *, deny_microphone: bool = False) -> list[str]:
+def chromium_args(fake_audio: Path | None, *, deny_microphone: bool = False, ask_microphone: bool = False) -> list[str]:
     args = [
         "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--use-fake-device-for-media-stream", "--allow-loopback-in-peer-connection",
         "--autoplay-policy=no-user-gesture-required",
-        # a user who says no to the microphone prompt, or one who says yes
-        "--deny-permission-prompts" if deny_microphone else "--use-fake-ui-for-media-stream",
     ]
+    if not ask_microphone:  # (asked: the test grants it with the context's grant_permissions)
+        # a user who says no to the microphone prompt, or one who says yes
+        args.append("--deny-permission-prompts" if deny_microphone else "--use-fake-ui-for-media-stream")
     if fake_audio is not None:
         args.append(f"--use-file-for-fake-audio-capture={fake_audio}")
     return args
@@ -34,13 +35,14 @@ def require_chromium() -> None:
 
 
 @asynccontextmanager
-async def browser(fake_audio: Path | None = None, *, deny_microphone: bool = False,
+async def browser(fake_audio: Path | None = None, *, deny_microphone: bool = False, ask_microphone: bool = False,
                   extra_args: list[str] | None = None) -> AsyncIterator[Any]:
     require_chromium()
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
-        args = chromium_args(fake_audio, deny_microphone=deny_microphone) + (extra_args or [])
+        args = chromium_args(fake_audio, deny_microphone=deny_microphone, ask_microphone=ask_microphone) \
+            + (extra_args or [])
         b = await pw.chromium.launch(executable_path=CHROMIUM, args=args)
         try:
             yield b

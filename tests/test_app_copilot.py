@@ -109,3 +109,34 @@ async def test_copilot_two_streams(server: str, tmp_path: Path) -> None:
             assert any(wer(QUESTION, i["text"] or "") <= 0.5 for i in other["transcript"])
             listed = {c["id"] for c in (await http.get("/api/calls")).json()}
             assert {mic_id, speaker_id} <= listed
+
+
+# A user who has not picked a tab yet: the share picker stays open.
+PICKER_OPEN = "navigator.mediaDevices.getDisplayMedia = () => new Promise(() => {});"
+OPTIONS = "[...document.querySelectorAll('#mic-device option')].map(o => [o.value, o.textContent])"
+NAMED = f"{OPTIONS}.filter(o => o[0] && o[1] !== 'Microphone')"
+
+
+async def test_microphone_list_fills_once_the_microphone_is_allowed(server: str, tmp_path: Path) -> None:
+    you = speech_wav(tmp_path, ANSWER, lead_silence_ms=500, tail_silence_ms=5000)
+    async with browser(you, ask_microphone=True) as chromium:
+        context = await chromium.new_context(viewport={"width": 1280, "height": 900})
+        page = await context.new_page()
+        await page.add_init_script(PICKER_OPEN)
+        await page.goto(server + "/copilot.html")
+        # not allowed yet: the browser names no microphone; the list says so, and is never empty
+        before = await until(page, f"{OPTIONS}.length && {OPTIONS}", 10)
+        assert before == [["", "Default microphone (the others are listed once you allow the microphone)"]], before
+        # the user allows the microphone (the address bar's prompt): the list fills by itself
+        await context.grant_permissions(["microphone"], origin=server)
+        named = await until(page, f"{NAMED}.length >= 2 && {NAMED}", 10, context=OPTIONS)
+        assert len(named) == len(await page.evaluate(OPTIONS)), named
+        # and the copilot starts with the microphone picked, the share picker still open
+        await page.select_option("#mic-device", named[1][0])
+        await page.click("#start")
+        await until(page, "window.copilot.mic.state.status === 'connected'", 20)
+        assert await page.evaluate("window.copilot.speaker.state.status") == "connecting"
+        assert await page.input_value("#mic-device") == named[1][0]
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "copilot-microphones.png"), full_page=True)
+        await page.click("#stop")

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from browser_helpers import browser, until
+from parley.audio.wav import write_wav
 from parley.engine.app import Engine, EngineSettings
 from parley.engine.speech.wer import wer
 from parley.server.app import create_app
@@ -94,10 +96,16 @@ async def test_practice_call_end_to_end(server: str, mic_wav: Path) -> None:
         price = await until(page, "!document.querySelector('#outcome').hidden && "
                                   "document.querySelector('#outcome-price').textContent", 60)
         assert re.search(r"\$\d+\.\d\d", price), price
+        # the typed line reads as sent, not greyed out as if still pending
+        typed = await page.evaluate("[...document.querySelectorAll('#transcript .bubble.user')]"
+                                    ".filter(b => b.textContent.includes('I accept')).map(b => b.className)")
+        assert typed and all("pending" not in c for c in typed), typed
         call_id = await page.evaluate("window.parleyCall.state.callId")
         await page.click("#end")
         await until(page, "document.querySelector('#status').dataset.status === 'disconnected'", 10)
         assert "save" in (await page.text_content("#outcome-detail") or "")
+        assert await page.evaluate("[document.querySelector('#mic-level').value, "
+                                   "document.querySelector('#agent-level').value]") == [0, 0]  # no frozen meters
 
         # the call is stored, with its transcript, cost and recording
         async with httpx.AsyncClient(base_url=server, cookies=await _cookies(page)) as http:
@@ -125,7 +133,14 @@ async def test_practice_call_end_to_end(server: str, mic_wav: Path) -> None:
         md = await history.get_attribute("#dl-md", "href")
         assert md and md.endswith("format=md")
         assert await history.is_visible("#dl-audio")
+        # what was said, not the agent's tool calls ("record_outcome({...})" is no line of Sarah's)
+        said = await history.eval_on_selector_all("#detail-transcript .bubble .text", "ts => ts.map(t => t.textContent)")
+        assert not [t for t in said if "record_outcome" in t or "transfer_to_supervisor" in t], said
         await history.screenshot(path=str(ARTIFACTS / "history.png"), full_page=True)
+        await history.set_viewport_size({"width": 390, "height": 844})
+        await until(history, "document.documentElement.scrollWidth <= window.innerWidth", 5,
+                    context="document.documentElement.scrollWidth")
+        await history.screenshot(path=str(ARTIFACTS / "history-call-phone.png"), full_page=True)
 
 
 async def _cookies(page: Any) -> dict[str, str]:
@@ -183,3 +198,61 @@ async def test_denied_microphone_is_explained_on_a_phone(server: str) -> None:
         assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=str(ARTIFACTS / "negotiator-phone.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def quiet_mic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A microphone in a quiet room (Chromium's own fake device beeps): the user types."""
+    return write_wav(tmp_path_factory.mktemp("quiet") / "quiet.wav", np.zeros(24_000 * 5, dtype=np.float32), 24_000)
+
+
+async def _connected_call(chromium: Any, server: str) -> Any:
+    page = await chromium.new_page(viewport={"width": 1280, "height": 900})
+    await page.goto(server + "/")
+    await until(page, "document.querySelector('#provider').textContent.includes('Northwind Cable')", 10)
+    await page.click("#start")
+    await until(page, "window.parleyCall && window.parleyCall.state.status === 'connected'", 30)
+    return page
+
+
+async def test_asking_for_a_supervisor_shows_no_error(server: str, quiet_mic: Path) -> None:
+    """Pressing the button when Sarah is quiet: the server has nothing to cancel, and the page
+    shows no protocol error for it ("Cancellation failed: no active response found")."""
+    async with browser(quiet_mic) as chromium:
+        page = await _connected_call(chromium, server)
+        await until(page, f"{BUBBLES}.some(b => b[0] === 'assistant' && /Sarah/.test(b[2]))", 30)
+        await until(page, "window.parleyCall.state.items.every(i => i.status !== 'in_progress') && "
+                          "document.querySelector('#speaking').dataset.on === 'false'", 30)
+        await page.click("#supervisor")
+        await until(page, f"{BUBBLES}.some(b => b[1] === 'Marco' && /Marco/.test(b[2]))", 30, context=BUBBLES)
+        await until(page, "document.querySelector('#speaking').dataset.on === 'false'", 60)
+        assert await page.text_content("#errors") == ""
+        assert await page.evaluate("window.parleyCall.state.errors") == []
+        # our own cancel racing the end of a response is harmless: counted, not shown ...
+        await page.evaluate("window.parleyCall.sendClientEvent({type: 'response.cancel'})")
+        await until(page, "window.parleyCall.state.ignoredErrors === 1", 10)
+        assert await page.text_content("#errors") == ""
+        # ... while a real error still reaches the user
+        await page.evaluate("window.parleyCall.sendClientEvent({type: 'conversation.item.truncate', "
+                            "item_id: 'no_such_item', content_index: 0, audio_end_ms: 0})")
+        shown = await until(page, "document.querySelector('#errors').textContent", 10)
+        assert "no_such_item" in shown, shown
+        await page.click("#end")
+
+
+async def test_sarah_introduces_herself_once(server: str, quiet_mic: Path) -> None:
+    """The user cuts into her greeting (typing while she speaks); her answer does not start with a
+    second "Hi, this is Sarah with Northwind Cable"."""
+    async with browser(quiet_mic) as chromium:
+        page = await _connected_call(chromium, server)
+        await until(page, "document.querySelector('#speaking').dataset.on === 'true'", 30)
+        await asyncio.sleep(1.0)  # a second into "Thanks for calling Northwind Cable, this is Sarah..."
+        await page.fill("#text", "My bill is too expensive.")
+        await page.press("#text", "Enter")
+        answer = await until(page, f"(() => {{ const b = {BUBBLES}; const i = b.findIndex(x => x[0] === 'user'); "
+                                   "const a = b.slice(i + 1).filter(x => x[0] === 'assistant' && /\\$\\d/.test(x[2])); "
+                                   "return i >= 0 && a.length ? a[0][2] : null; })()", 30, context=BUBBLES)
+        greeting = (await page.evaluate(BUBBLES))[0]
+        assert greeting[0] == "assistant" and greeting[2].startswith("Thanks for calling"), greeting
+        assert not re.search(r"this is Sarah|Sarah with", answer), answer
+        await page.click("#end")

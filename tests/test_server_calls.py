@@ -34,8 +34,12 @@ from speechfixtures import speech_pcm24k
 pytestmark = pytest.mark.slow
 
 BILL = "Hi, I would like to lower my monthly bill, it is too expensive."
-SUPERVISOR = "Hi, can I speak to your supervisor please?"
-ACCEPT = "Okay, I will take that offer."
+# Spoken turns carry their intent in several words the scripted policy knows ("manager", "someone
+# else", "in charge"; "yes", "I will take it", "sign me up"), and no word whisper could turn into
+# one that blocks it ("that" heard as "not"), so one word misheard under load ("super minor" for
+# "supervisor") changes nothing.
+SUPERVISOR = "I want to talk to your manager, someone else in charge."
+ACCEPT = "Yes please, I will take it. Sign me up."
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,40 @@
 """Parley's Python client for the OpenAI Realtime protocol (OpenAI, Parley's engine or server).
 
+On `parley serve` (http://127.0.0.1:8000), which keeps the real key: the client gets a short-lived
+key from the server's /api/session, for the agent the server configures (Sarah by default)::
+
+    import asyncio
+
+    from parley.client import RealtimeClient, server_key_provider
+
+
+    async def main() -> None:
+        server = "http://127.0.0.1:8000"
+        async with RealtimeClient(base_url=server, key_provider=server_key_provider(server)) as client:
+            client.on("message", lambda m: print(f"{m.role}: {m.text}"))
+            await client.send_text("Hello!")
+            await client.wait_for("response.done")
+
+
+    asyncio.run(main())
+
+On `parley engine --port 8001` (any non-empty key unless PARLEY_ENGINE_API_KEYS lists some) or on
+OpenAI (`base_url="https://api.openai.com/v1"` with your key), a key and the session to use::
+
+    import asyncio
+
     from parley.client import RealtimeClient
 
-    async with RealtimeClient(base_url="http://127.0.0.1:8000", api_key="sk-local") as client:
-        client.on("message", lambda m: print(f"{m.role}: {m.text}"))
-        await client.send_text("Hello!")
-        await client.wait_for("response.done")
+
+    async def main() -> None:
+        async with RealtimeClient(base_url="http://127.0.0.1:8001", api_key="sk-local",
+                                  session={"instructions": "Answer in one short sentence."}) as client:
+            client.on("message", lambda m: print(f"{m.role}: {m.text}"))
+            await client.send_text("Hello!")
+            await client.wait_for("response.done")
+
+
+    asyncio.run(main())
 
 See `RealtimeClient` for the transports (WebSocket, WebRTC), reconnect and resume, tools,
 usage and cost; `AudioPlayer` for WebSocket playback with barge-in; `ConnectionManager` for
@@ -35,7 +64,7 @@ from parley.client.events import (
     TranscriptDelta,
     TranscriptionCompleted,
 )
-from parley.client.keys import client_secret_provider, mint_client_secret
+from parley.client.keys import client_secret_provider, mint_client_secret, server_key_provider
 from parley.client.manager import ConnectionManager, Injection
 from parley.client.playback import AudioPlayer, sounddevice_available
 from parley.client.policy import Key, ReconnectPolicy, TurnLatency, Usage
@@ -94,5 +123,6 @@ __all__ = [
     "client_secret_provider",
     "function_schema",
     "mint_client_secret",
+    "server_key_provider",
     "sounddevice_available",
 ]

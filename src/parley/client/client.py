@@ -1,11 +1,19 @@
 """`RealtimeClient`: one realtime conversation that survives the network.
 
-    from parley.client import RealtimeClient
+    import asyncio
 
-    async with RealtimeClient(base_url="http://127.0.0.1:8001", api_key="sk-local") as client:
-        client.on("message", lambda m: print(f"{m.role}: {m.text}"))
-        await client.send_text("Hello!")
-        await client.wait_for("response.done")
+    from parley.client import RealtimeClient, server_key_provider
+
+
+    async def main() -> None:
+        server = "http://127.0.0.1:8000"  # `parley serve`; on `parley engine` or OpenAI: api_key="..."
+        async with RealtimeClient(base_url=server, key_provider=server_key_provider(server)) as client:
+            client.on("message", lambda m: print(m.role, m.text))
+            await client.send_text("Hello!")
+            await client.wait_for("response.done")
+
+
+    asyncio.run(main())
 
 The client is a thin driver around the protocol's own reading of server events: each raw event
 is read once (`parley.protocol.read_server_event`), applied to the conversation

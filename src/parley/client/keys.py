@@ -1,4 +1,6 @@
-"""Minting ephemeral keys (`POST /v1/realtime/client_secrets`) for clients and key providers."""
+"""Minting ephemeral keys for clients and key providers: from an upstream with a standard key
+(`POST /v1/realtime/client_secrets`), or from a Parley server (`POST /api/session`), which keeps
+the real key and the agent's configuration to itself."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import httpx
 
 from parley.client.transport import ConnectError, connect_error
 
-__all__ = ["client_secret_provider", "mint_client_secret"]
+__all__ = ["client_secret_provider", "mint_client_secret", "server_key_provider"]
 
 
 def _v1(base_url: str) -> str:
@@ -45,5 +47,34 @@ def client_secret_provider(base_url: str, api_key: str, *, session: dict[str, An
 
     async def provide() -> dict[str, Any]:
         return await mint_client_secret(base_url, api_key, session=session, expires_after=expires_after)
+
+    return provide
+
+
+def server_key_provider(server_url: str, *, persona: str | None = None, token: str | None = None,
+                        timeout: float = 10.0) -> Any:
+    """A `key_provider` for RealtimeClient on a Parley server (`parley serve`): a fresh ephemeral
+    key from the server's `POST /api/session` on every call, bound to the session of `persona`
+    (the server's default, Sarah, when None) as the server holds it.
+
+    `token` is a bearer token for a server with `PARLEY_AUTH=bearer` or `cookie`. The server's
+    identity cookie is kept between calls, so every key goes to the same user. A key counts
+    against the user's concurrent calls until it expires (`PARLEY_EPHEMERAL_KEY_TTL_SECONDS`)."""
+    base = server_url.rstrip("/").removesuffix("/v1")
+    cookies = httpx.Cookies()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    body = {"persona": persona} if persona else {}
+
+    async def provide() -> dict[str, Any]:
+        async with httpx.AsyncClient(timeout=timeout, cookies=cookies, headers=headers) as http:
+            try:
+                response = await http.post(base + "/api/session", json=body)
+            except httpx.HTTPError as exc:
+                raise ConnectError(f"Could not get a key from the Parley server at {base}: {exc}") from None
+            cookies.update(http.cookies)
+        if response.status_code != 200:
+            raise connect_error(response.status_code, response.content, "Getting a key from the Parley server")
+        data: dict[str, Any] = response.json()
+        return data
 
     return provide

@@ -1,11 +1,21 @@
 """Several named realtime connections with their own configs (seed 003's copilot).
 
-    manager = ConnectionManager(base_url=url, api_key=key)
-    mic = manager.add("mic", session=assistant_config)                       # transcription + assistant
-    speaker = manager.add("speaker", intent="transcription", session=stt_config)  # transcription only
-    manager.inject("speaker", into="mic", label="SYSTEM_AUDIO_TRANSCRIPT")
-    async with manager:
-        ...
+    import asyncio
+
+    from parley.client import ConnectionManager
+
+
+    async def main() -> None:
+        # on `parley engine --port 8001` (on `parley serve`: key_provider=server_key_provider(url))
+        manager = ConnectionManager(base_url="http://127.0.0.1:8001", api_key="sk-local")
+        manager.add("mic", session={"instructions": "Suggest what I could say."})  # transcription + assistant
+        manager.add("speaker", intent="transcription")                             # transcription only
+        manager.inject("speaker", into="mic", label="SYSTEM_AUDIO_TRANSCRIPT")
+        async with manager:
+            print(manager.status())  # {'mic': 'connected', 'speaker': 'connected'}
+
+
+    asyncio.run(main())
 
 `inject` copies each final transcript of one connection into another's conversation as a
 message (`conversation.item.create`), so the assistant there knows what was said elsewhere; with

@@ -1,11 +1,23 @@
 """A WebSocket relay that fails on purpose, for testing clients against a real upstream.
 
-    async with FaultRelay("http://127.0.0.1:8001") as relay:
-        client = RealtimeClient(base_url=relay.url, api_key="sk-...")
-        ...
-        relay.cut()                 # drop every connection now (the client sees code 1006)
-        relay.refuse(3)             # answer the next 3 upgrades with HTTP 503
-        relay.cut_when(lambda e: e["type"] == "response.output_audio.delta")   # drop mid-response
+    import asyncio
+
+    from parley.client import RealtimeClient
+    from parley.client.relay import FaultRelay
+
+
+    async def main() -> None:
+        async with FaultRelay("http://127.0.0.1:8001") as relay:  # `parley engine --port 8001`
+            async with RealtimeClient(base_url=relay.url, api_key="sk-local") as client:
+                back = asyncio.ensure_future(client.wait_for("reconnected"))
+                relay.cut()         # drop every connection now (the client sees code 1006)
+                await back
+                relay.refuse(3)     # answer the next 3 upgrades with HTTP 503
+                relay.cut_when(lambda e: e["type"] == "response.output_audio.delta")  # drop mid-response
+                print(len(relay.attempts), "upgrades")
+
+
+    asyncio.run(main())
 
 It relays `/v1/realtime...` WebSocket upgrades (path, query and `Authorization` unchanged) to
 the upstream, and answers refused upgrades with the upstream's own status and body. Every

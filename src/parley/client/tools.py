@@ -1,12 +1,27 @@
 """Python functions as Realtime function tools.
 
-    @client.tool
-    def get_weather(city: str, unit: Literal["C", "F"] = "C") -> str:
-        '''The current weather in a city.
+    import asyncio
+    from typing import Literal
 
-        Args:
-            city: The city's name.
-        '''
+    from parley.client import RealtimeClient
+
+
+    async def main() -> None:
+        async with RealtimeClient(base_url="http://127.0.0.1:8001", api_key="sk-local") as client:
+
+            @client.tool
+            def get_weather(city: str, unit: Literal["C", "F"] = "C") -> str:
+                '''The current weather in a city.
+
+                Args:
+                    city: The city's name.
+                '''
+                return f"18 degrees {unit} and sunny in {city}"
+
+            print(client.tools.definitions)
+
+
+    asyncio.run(main())
 
 The JSON schema of the parameters comes from the type hints (through pydantic, so dataclasses,
 TypedDicts, enums, Literals, Optionals, lists and nested models all work); the description from

@@ -558,12 +558,12 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None,
     @app.get("/api/calls", tags=["calls"], responses=ERRORS)
     async def list_calls(principal: Who, limit: Annotated[int, Query(ge=1, le=100)] = 50,
                          offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> list[dict[str, Any]]:
-        return [call_summary(c) for c in await store.list_calls(principal.user_id, limit=limit, offset=offset)]
+        return [call_summary(c, settings) for c in await store.list_calls(principal.user_id, limit=limit, offset=offset)]
 
     @app.get("/api/calls/{call_id}", tags=["calls"], responses=ERRORS)
     async def get_call(call_id: CallId, principal: Who) -> dict[str, Any]:
         call = await owned_call(call_id, principal)
-        detail = call_detail(call, await store.items(call_id), await store.usage(call_id))
+        detail = call_detail(call, await store.items(call_id), await store.usage(call_id), settings)
         return {**detail, "has_audio": recording(call_id) is not None}
 
     def recording(call_id: str) -> Path | None:
@@ -606,9 +606,9 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None,
             accept = request.headers.get("accept") or ""
             format = "md" if ("text/markdown" in accept or "text/plain" in accept) else "json"
         if format in ("md", "markdown"):
-            return Response(markdown(call, items), media_type="text/markdown; charset=utf-8",
+            return Response(markdown(call, items, settings), media_type="text/markdown; charset=utf-8",
                             headers={"Content-Disposition": f'inline; filename="{call_id}.md"'})
-        return JSONResponse(call_detail(call, items, await store.usage(call_id)))
+        return JSONResponse(call_detail(call, items, await store.usage(call_id), settings))
 
     @app.post("/api/calls/{call_id}/escalate", tags=["calls"], responses=ERRORS)
     async def escalate(call_id: CallId, principal: Who) -> dict[str, Any]:

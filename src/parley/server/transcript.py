@@ -9,6 +9,7 @@ from parley.apps.scenarios import UnknownPersonaError, get_persona
 
 from .copilot import PERSONAS as COPILOT_PERSONAS
 from .db import Call, TranscriptItem, UsageRecord, as_utc, utcnow
+from .endings import Caps, end_text, outcome_text
 
 
 def _persona_name(persona_id: str | None) -> str | None:
@@ -27,7 +28,9 @@ def _iso(value: Any) -> str | None:
     return v.isoformat() if v is not None else None
 
 
-def call_summary(call: Call) -> dict[str, Any]:
+def call_summary(call: Call, caps: Caps) -> dict[str, Any]:
+    """A call for the API: machine codes (`status`, `end_reason`, `outcome`), each with its sentence
+    for people beside it (`end_reason_text`, `outcome_text`); `caps` are the limits those name."""
     created = as_utc(call.created_at)
     ended = as_utc(call.ended_at)
     end = ended or (utcnow() if call.status == "active" else created)
@@ -37,6 +40,7 @@ def call_summary(call: Call) -> dict[str, Any]:
         "kind": call.kind,
         "status": call.status,
         "end_reason": call.end_reason,
+        "end_reason_text": end_text(call.status, call.end_reason, caps),
         "persona": call.persona,
         "personas": call.personas or [],
         "model": call.model,
@@ -46,6 +50,7 @@ def call_summary(call: Call) -> dict[str, Any]:
         "usage": {"input_tokens": call.input_tokens, "output_tokens": call.output_tokens},
         "cost_usd": round(call.cost_usd, 6),
         "outcome": call.outcome,
+        "outcome_text": outcome_text(call.outcome),
     }
 
 
@@ -84,8 +89,8 @@ def usage_json(rec: UsageRecord) -> dict[str, Any]:
             "cost_usd": round(rec.cost_usd, 6), "usage": rec.usage, "created_at": _iso(rec.created_at)}
 
 
-def call_detail(call: Call, items: list[TranscriptItem], usage: list[UsageRecord]) -> dict[str, Any]:
-    return {**call_summary(call), "transcript": [item_json(i) for i in items if i.status != "deleted"],
+def call_detail(call: Call, items: list[TranscriptItem], usage: list[UsageRecord], caps: Caps) -> dict[str, Any]:
+    return {**call_summary(call, caps), "transcript": [item_json(i) for i in items if i.status != "deleted"],
             "responses": [usage_json(u) for u in usage]}
 
 
@@ -97,14 +102,14 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def markdown(call: Call, items: list[TranscriptItem]) -> str:
-    s = call_summary(call)
+def markdown(call: Call, items: list[TranscriptItem], caps: Caps) -> str:
+    s = call_summary(call, caps)
     names = " → ".join(p.get("name", p.get("id", "?")) for p in s["personas"]) or _persona_name(call.persona)
     out = [f"# Call {call.id}", "",
            f"- Agent: {names}",
            f"- Started: {s['created_at']}",
            f"- Duration: {s['duration_seconds']:.0f} s" if s["duration_seconds"] is not None else "- Duration: ?",
-           f"- Status: {call.status}" + (f" ({call.end_reason})" if call.end_reason else ""),
+           f"- Status: {s['end_reason_text']}" + (f" (`{call.end_reason}`)" if call.end_reason else ""),
            f"- Usage: {call.input_tokens} input / {call.output_tokens} output tokens, cost {_money(call.cost_usd)}"]
     if call.outcome:
         o = call.outcome

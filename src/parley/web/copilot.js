@@ -1,5 +1,6 @@
 // The copilot: the microphone ("You") and the system audio ("Them") as two calls through the
 // server, quick answers from the mic session, considered answers from the server.
+import { microphonePicker } from "/devices.js";
 import { RealtimeCall, captureSystemAudio, unsupportedReason } from "/parley.js";
 
 const $ = (id) => document.getElementById(id);
@@ -63,8 +64,11 @@ function render() {
   const errors = [mic, speaker].filter(Boolean).flatMap((c) => c.state.errors);
   $("errors").textContent = errors.length ? errors[errors.length - 1].message : "";
   const rows = timeline();
-  if (!rows.length) return;
   const box = $("timeline");
+  if (!rows.length) {
+    if (live) box.innerHTML = '<p class="empty">Listening… what they say appears as <strong>Them</strong>, what you say as <strong>You</strong>.</p>';
+    return;
+  }
   const nearBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 60;
   box.innerHTML = rows.map((r) => {
     const who = { them: "Them", you: "You", aux: "Quick answer", main: `Main answer${r.label ? ` · ${r.label}` : ""}` }[r.kind];
@@ -128,17 +132,6 @@ async function mainAnswer(afterId, question) {
   render();
 }
 
-async function fillDevices() {
-  if (!mic) return;
-  const mics = await mic.listMicrophones();
-  const select = $("mic-device");
-  const current = select.value;
-  select.innerHTML = mics.map((m) => `<option value="${escape(m.deviceId)}">${escape(m.label)}</option>`).join("");
-  if (current) select.value = current;
-  const chosen = mics.find((m) => m.deviceId === select.value);
-  $("mic-warning").hidden = !(chosen && chosen.virtual);
-}
-
 function watch(call, meter) {
   call.addEventListener("change", render);
   // `mic` is each call's own input: the microphone, or the shared system audio.
@@ -168,8 +161,9 @@ async function start() {
   watch(speaker, "speaker-level");
   speaker.addEventListener("event", (e) => onSpeakerEvent(e.detail));
   render();
-  const results = await Promise.allSettled([mic.connect(), speaker.connect()]);
-  await fillDevices().catch(() => {});
+  // The microphone's names come with its permission, while the share picker may still be open.
+  const micReady = mic.connect().then(fillDevices);
+  const results = await Promise.allSettled([micReady, speaker.connect()]);
   if (results.some((r) => r.status === "rejected")) render();
 }
 
@@ -181,11 +175,13 @@ function stop() {
     if (id) fetch(`/api/calls/${encodeURIComponent(id)}/hangup`, { method: "POST" }).catch(() => {});
   }
   render();
+  $("mic-level").value = $("speaker-level").value = 0; // no levels arrive after the calls
   mic = speaker = null;
   $("start").disabled = false;
   $("stop").disabled = true;
 }
 
+const fillDevices = microphonePicker($("mic-device"), $("mic-warning"));
 $("start").addEventListener("click", start);
 $("stop").addEventListener("click", stop);
 $("mic-mute").addEventListener("click", () => mic && mic.setMuted(!mic.state.muted));

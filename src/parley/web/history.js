@@ -10,12 +10,11 @@ function duration(seconds) {
   return m ? `${m} min ${s} s` : `${s} s`;
 }
 
+// What a person reads; the codes (end_reason, outcome) stay in the JSON downloads.
 function outcomeText(call) {
-  const o = call.outcome;
-  if (o && typeof o.new_monthly_price === "number") {
-    return `<span class="badge good">${money(o.new_monthly_price)}/mo</span>`;
-  }
-  return call.status === "active" ? '<span class="badge">in progress</span>' : escape(call.end_reason || call.status);
+  if (call.outcome_text) return `<span class="badge good">${escape(call.outcome_text)}</span>`;
+  const text = escape(call.end_reason_text || call.end_reason || call.status);
+  return call.status === "active" ? `<span class="badge">${text}</span>` : text;
 }
 
 function names(call) {
@@ -68,9 +67,10 @@ async function showCall(id) {
     `<span class="badge">${names(call)}</span>`,
     `<span class="badge">${duration(call.duration_seconds)}</span>`,
     `<span class="badge">cost $${(call.cost_usd || 0).toFixed(4)}</span>`,
-    o && typeof o.new_monthly_price === "number"
-      ? `<span class="badge good">agreed ${money(o.new_monthly_price)}/mo` +
-        (typeof o.old_monthly_price === "number" ? `, saves ${money(o.old_monthly_price - o.new_monthly_price)}/mo` : "") + "</span>"
+    `<span class="badge" title="${escape(call.end_reason || call.status)}">${escape(call.end_reason_text || call.status)}</span>`,
+    call.outcome_text
+      ? `<span class="badge good">${escape(call.outcome_text)}` +
+        (o && typeof o.monthly_savings === "number" ? `, saves ${money(o.monthly_savings)}/month` : "") + "</span>"
       : "",
   ].join(" ");
   const base = `/api/calls/${encodeURIComponent(id)}`;
@@ -81,7 +81,7 @@ async function showCall(id) {
   $("dl-audio").hidden = !call.has_audio;
   $("dl-audio").href = `${base}/audio`;
   // What was said; tool calls and the notes the server gives the agent stay out.
-  const items = (call.transcript || []).filter((i) => i.text && (i.role === "user" || i.role === "assistant"));
+  const items = (call.transcript || []).filter((i) => i.text && i.kind === "message" && (i.role === "user" || i.role === "assistant"));
   $("detail-transcript").innerHTML = items.length ? items.map((i) => `
     <div class="bubble ${i.role === "user" ? "user" : "assistant"}${i.status === "incomplete" || i.audio_end_ms !== null && i.audio_end_ms !== undefined ? " interrupted" : ""}">
       <span class="who">${escape(i.speaker)}</span><span class="text">${escape(i.text)}</span></div>`).join("")

@@ -1,4 +1,5 @@
 // The bill-negotiation practice call: the page around parley.js.
+import { microphonePicker } from "/devices.js";
 import { RealtimeCall, unsupportedReason } from "/parley.js";
 
 const $ = (id) => document.getElementById(id);
@@ -73,6 +74,9 @@ function render() {
   $("mic").disabled = !live;
   $("text").disabled = $("send").disabled = !live;
   $("supervisor").disabled = !live || $("direct").checked || (currentPersona && card && currentPersona.id !== SCENARIO_PERSONA);
+  if (!live) {
+    $("mic-level").value = $("agent-level").value = 0; // no levels arrive after the call
+  }
   if (!state) {
     $("mic").innerHTML = ICONS.mic;
     return;
@@ -239,19 +243,9 @@ async function escalate() {
   render();
 }
 
-async function fillDevices() {
-  if (!call) return;
-  const mics = await call.listMicrophones();
-  const select = $("device");
-  const current = select.value;
-  select.innerHTML = mics.map((m) => `<option value="${escape(m.deviceId)}">${escape(m.label)}</option>`).join("");
-  if (current) select.value = current;
-  const chosen = mics.find((m) => m.deviceId === select.value);
-  $("device-warning").hidden = !(chosen && chosen.virtual);
-}
-
 // -- controls ---------------------------------------------------------------------------------
 
+const fillDevices = microphonePicker($("device"), $("device-warning"));
 $("start").addEventListener("click", start);
 $("end").addEventListener("click", end);
 $("supervisor").addEventListener("click", escalate);

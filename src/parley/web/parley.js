@@ -21,6 +21,10 @@ const GA_NAMES = {
   "conversation.item.created": "conversation.item.added",
 };
 
+// Errors the protocol calls harmless, which our own events earn in a race (a cancel sent as the
+// response ended by itself): counted in state.ignoredErrors and in the event log, never shown.
+const HARMLESS_ERRORS = new Set(["response_cancel_not_active"]);
+
 export class CallError extends Error {
   constructor(code, message) {
     super(message);
@@ -48,6 +52,34 @@ export async function captureSystemAudio() {
     throw new CallError("no_system_audio", 'No audio was shared: share a tab or the whole screen and tick "Share audio".');
   }
   return new MediaStream(audio);
+}
+
+/**
+ * The audio inputs. Before the microphone is allowed browsers name none (Chrome lists one input with
+ * no id and no label): call it again after getUserMedia, or from `watchMicrophones`.
+ */
+export async function listMicrophones() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.enumerateDevices) return [];
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  return devices.filter((d) => d.kind === "audioinput").map((d) => ({
+    deviceId: d.deviceId,
+    label: d.label || "Microphone",
+    named: Boolean(d.deviceId && d.label),
+    // Aggregate and virtual devices (seed 003) can carry no voice or confuse the VAD.
+    virtual: /aggregate|virtual|loopback|blackhole|soundflower|mixed|stereo mix|monitor/i.test(d.label || ""),
+  }));
+}
+
+/** Call `callback` when the inputs change: a device plugged in or out, or the microphone allowed. */
+export function watchMicrophones(callback) {
+  if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
+    navigator.mediaDevices.addEventListener("devicechange", callback);
+  }
+  if (navigator.permissions && navigator.permissions.query) {
+    navigator.permissions.query({ name: "microphone" }).then((status) => {
+      status.addEventListener("change", callback);
+    }).catch(() => {}); // a browser that cannot tell: devicechange and the page's own refresh remain
+  }
 }
 
 /** Why this browser cannot make a call, or null when it can. */
@@ -162,6 +194,7 @@ export class RealtimeCall extends EventTarget {
       pushToTalk: this.options ? this.options.pushToTalk : false,
       items: [], // transcript in conversation (speech) order
       errors: [],
+      ignoredErrors: 0, // harmless protocol errors (HARMLESS_ERRORS), not shown to the user
       latencies: [], // mouth-to-ear ms per turn
       levels: { mic: 0, agent: 0 },
       usage: { responses: 0, inputTokens: 0, outputTokens: 0 },
@@ -473,13 +506,7 @@ export class RealtimeCall extends EventTarget {
   }
 
   async listMicrophones() {
-    const devices = await navigator.mediaDevices.enumerateDevices();
-    return devices.filter((d) => d.kind === "audioinput").map((d) => ({
-      deviceId: d.deviceId,
-      label: d.label || "Microphone",
-      // Aggregate and virtual devices (seed 003) can carry no voice or confuse the VAD.
-      virtual: /aggregate|virtual|loopback|blackhole|soundflower|mixed|stereo mix|monitor/i.test(d.label || ""),
-    }));
+    return listMicrophones();
   }
 
   async setMicrophone(deviceId) {
@@ -635,6 +662,10 @@ export class RealtimeCall extends EventTarget {
         this.state.agentSpeaking = false;
         break;
       case "error":
+        if (HARMLESS_ERRORS.has(event.error.code)) {
+          this.state.ignoredErrors += 1;
+          break;
+        }
         this._error(new CallError(event.error.code || event.error.type, event.error.message));
         return;
       default:
@@ -681,6 +712,8 @@ export class RealtimeCall extends EventTarget {
     const patch = { role: item.role, previousId };
     if (text) patch.text = text;
     if (done && item.role !== "user") patch.status = item.status === "incomplete" ? "interrupted" : "completed";
+    // A typed message is complete as it arrives (a spoken one when its transcript does).
+    if (item.role === "user" && part.type === "input_text" && item.status === "completed") patch.status = "completed";
     this._upsert(item.id, patch);
   }
 

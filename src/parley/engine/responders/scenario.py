@@ -97,6 +97,7 @@ def read_state(persona: Persona, items: Sequence[dict[str, Any]]) -> DialogueSta
     accept_marker = normalize_text(sc.policy.markers["accept"])
     name = re.escape(persona.name.casefold())
     intro = re.compile(rf"\b(this is|im|i am|my name is|its) {name}\b|\b{name} (here|speaking)\b")
+    greeting = normalize_text(persona.greeting).split()
     for item in items:
         kind = item.get("type", "message")
         if is_message(item, "assistant"):
@@ -114,7 +115,12 @@ def read_state(persona: Persona, items: Sequence[dict[str, Any]]) -> DialogueSta
             if accept_marker in norm:
                 steps = [s for s in (_step_at(sc, p) for p in prices) if s is not None]
                 st.accepted = steps[-1] if steps else st.accepted
-            if intro.search(norm):
+            # Her greeting (the call's first words, before the user's) introduces her even when a
+            # barge-in cut it before her name: "Hi, this is Sarah" right after "Thanks for calling
+            # Northwind Cable" reads wrong.
+            words = norm.split()
+            greeted = st.turn == 1 and not st.any_user and words and words == greeting[:len(words)]
+            if intro.search(norm) or greeted:
                 st.introduced = True
         elif is_message(item, "user"):
             st.any_user = True
