@@ -1,4 +1,4 @@
-"""Two named connections (seed 003's copilot): `mic` transcribes and assists, `speaker` only
+"""Two named connections (the copilot's): `mic` transcribes and assists, `speaker` only
 transcribes, and the speaker's final transcripts are injected into the mic's conversation.
 
 The engine answers through tests/chat_server.py (its reply echoes the last user message), so the

@@ -1,4 +1,5 @@
-"""Headless Chromium runs the seeds' browser code against the engine, with a fake microphone."""
+"""Headless Chromium runs a plain browser WebRTC client (the one the product was designed from) against
+the engine, with a fake microphone."""
 
 from __future__ import annotations
 

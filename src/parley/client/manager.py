@@ -1,4 +1,4 @@
-"""Several named realtime connections with their own configs (seed 003's copilot).
+"""Several named realtime connections with their own configs (the copilot's microphone and speaker).
 
     import asyncio
 

@@ -88,7 +88,7 @@ class ChatAnswerer:
 
 
 class ResponsesAnswerer:
-    """OpenAI's Responses API (the Assistants API the seed used is retired)."""
+    """OpenAI's Responses API (the Assistants API the copilot's first design used is retired)."""
 
     def __init__(self, api_key: str, model: str = "gpt-4.1-mini", base_url: str | None = None) -> None:
         from openai import AsyncOpenAI
