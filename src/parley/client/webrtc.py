@@ -27,31 +27,15 @@ import numpy as np
 from parley.audio.pcm import float_to_pcm16, pcm16_to_float
 from parley.audio.resample import StreamResampler
 from parley.client.transport import USER_AGENT, ConnectError, Transport, TransportClosed, connect_error
+from parley.ice import pin_host_addresses
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MicrophoneTrack", "WebRTCTransport", "pin_ice_hosts"]
+__all__ = ["MicrophoneTrack", "WebRTCTransport"]
 
 RTC_RATE = 48_000
 FRAME_SAMPLES = 960  # 20 ms at 48 kHz
 _CLOSED = object()
-
-
-def pin_ice_hosts(hosts: list[str]) -> None:
-    """Offer only these host addresses as ICE candidates (process-wide: aioice has no per-connection
-    setting). ["127.0.0.1"] keeps calls on loopback; aiortc never offers it by itself."""
-    import aioice.ice
-
-    pinned = list(hosts)
-    current = getattr(aioice.ice.get_host_addresses, "_parley_hosts", None)
-    if current == pinned:
-        return
-
-    def get_host_addresses(use_ipv4: bool = True, use_ipv6: bool = False) -> list[str]:
-        return list(pinned)
-
-    get_host_addresses._parley_hosts = pinned  # type: ignore[attr-defined]
-    aioice.ice.get_host_addresses = get_host_addresses
 
 
 def _track_base() -> Any:
@@ -156,7 +140,7 @@ class WebRTCTransport(Transport):
 
     async def open(self, key: str) -> None:
         if self._ice_hosts:
-            pin_ice_hosts(self._ice_hosts)
+            pin_host_addresses(self._ice_hosts)
         from aiortc import RTCPeerConnection, RTCSessionDescription
 
         self._key = key

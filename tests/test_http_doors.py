@@ -1,0 +1,153 @@
+"""Bad input at every HTTP door, tried from outside over a real socket: each gets our JSON error
+(OpenAI's shape), never a 500, and a 4xx for a body we could read keeps the client's keep-alive
+connection. The standalone engine."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from parley.engine.app import create_app as create_engine_app
+from parley.util.serving import serve_app
+from server_helpers import make_engine
+
+SDP_OK = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+          "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuv\r\na=fingerprint:sha-256 00:11\r\n")
+KEY = {"Authorization": "Bearer sk-doors"}
+
+
+@pytest.fixture(scope="module")
+def engine_alone() -> Iterator[str]:
+    with serve_app(create_engine_app(make_engine())) as url:
+        yield url
+
+
+def deep(depth: int) -> str:
+    """A JSON object nested `depth` deep (valid JSON: only its depth is wrong)."""
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+class Conn:
+    """One keep-alive HTTP/1.1 connection (http.client reconnects silently; this notices)."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.http = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
+
+    def post(self, path: str, body: bytes | str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        self.http.request("POST", path, body=body.encode() if isinstance(body, str) else body, headers=headers)
+        response = self.http.getresponse()
+        data = response.read()
+        self.closed = response.will_close
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, data
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def assert_error(status: int, headers: dict[str, str], body: bytes, expected: int) -> dict[str, Any]:
+    assert status == expected, body[:300]
+    assert headers["content-type"].startswith("application/json"), headers
+    error: dict[str, Any] = json.loads(body)["error"]
+    assert set(error) >= {"message", "type", "param", "code"} and len(error["message"]) > 10, error
+    return error
+
+
+def assert_kept_then_ok(conn: Conn, path: str, body: str, headers: dict[str, str], ok: int) -> None:
+    """The connection was not closed after the error, and still serves a good request."""
+    assert not conn.closed
+    sock = conn.http.sock
+    status, _h, data = conn.post(path, body, headers)
+    assert status == ok, data[:300]
+    assert conn.http.sock is sock  # the same socket: nothing reconnected
+
+
+# -- nesting ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth", [1_000, 5_000])
+@pytest.mark.parametrize("path", ["/v1/realtime/client_secrets", "/v1/realtime/sessions",
+                                  "/v1/realtime/transcription_sessions"])
+def test_deep_json_at_the_engine_is_a_400_and_the_connection_stays(engine_alone: str, path: str, depth: int) -> None:
+    conn = Conn(engine_alone)
+    try:
+        headers = {**KEY, "Content-Type": "application/json"}
+        error = assert_error(*conn.post(path, deep(depth), headers), 400)
+        assert error["code"] == "invalid_json" and "deep" in error["message"]
+        good = json.dumps({"session": {"type": "realtime"}} if path.endswith("client_secrets") else {})
+        assert_kept_then_ok(conn, path, good, headers, 200)
+    finally:
+        conn.close()
+
+
+def test_a_refused_session_keeps_the_connection(engine_alone: str) -> None:
+    conn = Conn(engine_alone)
+    try:
+        headers = {**KEY, "Content-Type": "application/json"}
+        error = assert_error(*conn.post("/v1/realtime/client_secrets", json.dumps(
+            {"session": {"type": "realtime", "audio": {"bogus": 1}}}), headers), 400)
+        assert (error["code"], error["param"]) == ("unknown_parameter", "session.audio.bogus")
+        assert_kept_then_ok(conn, "/v1/realtime/client_secrets", "{}", headers, 200)
+    finally:
+        conn.close()
+
+
+def test_json_of_a_reasonable_depth_still_reaches_the_parser(engine_alone: str) -> None:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(20):  # a tool whose parameters nest 20 objects: deep, but a real schema
+        schema = {"type": "object", "properties": {"x": schema}}
+    body = {"session": {"type": "realtime", "tools": [{"type": "function", "name": "f", "parameters": schema}]}}
+    conn = Conn(engine_alone)
+    try:
+        status, _h, data = conn.post("/v1/realtime/client_secrets", json.dumps(body),
+                                     {**KEY, "Content-Type": "application/json"})
+        assert status == 200, data[:300]
+    finally:
+        conn.close()
+
+
+# -- size ------------------------------------------------------------------------------------------
+
+
+def test_the_engine_refuses_a_10_mb_body(engine_alone: str) -> None:
+    conn = Conn(engine_alone)
+    big = json.dumps({"session": {"type": "realtime", "instructions": "x" * 10_000_000}})
+    try:
+        error = assert_error(*conn.post("/v1/realtime/client_secrets", big,
+                                        {**KEY, "Content-Type": "application/json"}), 413)
+        assert error["code"] == "body_too_large"
+    finally:
+        conn.close()
+
+
+def test_the_engine_refuses_a_10_mb_streamed_body(engine_alone: str) -> None:
+    conn = Conn(engine_alone)
+    try:
+        # Chunked, valid JSON: no Content-Length to refuse it by, nothing else wrong with it.
+        chunks = iter([b'{"session": {"type": "realtime", "instructions": "', *[b"x" * 100_000] * 100, b'"}}'])
+        conn.http.request("POST", "/v1/realtime/client_secrets", body=chunks, encode_chunked=True,
+                          headers={**KEY, "Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+        response = conn.http.getresponse()
+        assert_error(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read(), 413)
+    finally:
+        conn.close()
+
+
+# -- SDP -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sdp", ["v=0\r\n\x00\x00m=audio", SDP_OK.replace("s=-", "s=\x07"), "v=1\r\n" + SDP_OK[5:],
+                                 SDP_OK.replace("m=audio", "m=video"), "x" * 70_000])
+def test_the_engine_checks_the_sdp_offer(engine_alone: str, sdp: str) -> None:
+    conn = Conn(engine_alone)
+    try:
+        status, headers, body = conn.post("/v1/realtime/calls", sdp, {**KEY, "Content-Type": "application/sdp"})
+        error = assert_error(status, headers, body, 413 if len(sdp) > 65_536 else 400)
+        assert error["param"] == "sdp"
+    finally:
+        conn.close()
