@@ -1,6 +1,6 @@
-"""Bad input at every HTTP door, tried from outside over a real socket: each gets our JSON error
-(OpenAI's shape), never a 500, and a 4xx for a body we could read keeps the client's keep-alive
-connection. The standalone engine."""
+"""Bad input at every HTTP door of both apps, tried from outside over a real socket: each gets our
+JSON error (OpenAI's shape), never a 500, and a 4xx for a body we could read keeps the client's
+keep-alive connection. The standalone engine and the server (with the engine mounted at /v1)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from parley.engine.app import create_app as create_engine_app
 from parley.util.serving import serve_app
-from server_helpers import make_engine
+from server_helpers import make_engine, make_settings, running_server
 
 SDP_OK = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
           "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuv\r\na=fingerprint:sha-256 00:11\r\n")
@@ -24,6 +24,14 @@ KEY = {"Authorization": "Bearer sk-doors"}
 @pytest.fixture(scope="module")
 def engine_alone() -> Iterator[str]:
     with serve_app(create_engine_app(make_engine())) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    settings = make_settings(tmp_path_factory.mktemp("doors"), rate_limit_per_minute=100_000,
+                             rate_limit_burst=10_000, max_concurrent_calls=1_000)
+    with running_server(settings) as url:
         yield url
 
 
@@ -111,6 +119,50 @@ def test_json_of_a_reasonable_depth_still_reaches_the_parser(engine_alone: str) 
         conn.close()
 
 
+@pytest.mark.parametrize("depth", [1_000, 5_000])
+def test_deep_json_at_the_servers_calls_is_a_400(server: str, depth: int) -> None:
+    conn = Conn(server)
+    try:
+        headers = {"Content-Type": "application/json"}
+        error = assert_error(*conn.post("/api/calls", json.dumps({"sdp": SDP_OK, "persona": "x"})[:-1]
+                                        + ', "deep": ' + deep(depth) + "}", headers), 400)
+        assert error["code"] == "invalid_json"
+        assert_error(*conn.post("/api/calls", "[" * depth + "]" * depth, headers), 400)
+        assert_kept_then_ok(conn, "/api/session", "{}", headers, 200)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("path", ["/api/session", "/api/calls/call_x/events", "/api/login", "/api/copilot/answer"])
+def test_deep_json_at_the_servers_model_bodies_is_read_by_the_same_reader(server: str, path: str) -> None:
+    conn = Conn(server)
+    try:
+        error = assert_error(*conn.post(path, deep(2_000), {"Content-Type": "application/json"}), 400)
+        assert error["code"] == "invalid_json" and "deeper than 64" in error["message"]
+        assert_kept_then_ok(conn, "/api/session", "{}", {"Content-Type": "application/json"}, 200)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("depth", [1_000, 5_000])
+def test_deep_json_in_the_mounted_engines_session_part_is_a_400(server: str, depth: int) -> None:
+    conn = Conn(server)
+    try:
+        status, _h, data = conn.post("/api/session", "{}", {"Content-Type": "application/json"})
+        assert status == 200
+        key = json.loads(data)["value"]
+        boundary = "doorsboundary"
+        form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"sdp\"\r\n\r\n{SDP_OK}\r\n"
+                f"--{boundary}\r\nContent-Disposition: form-data; name=\"session\"\r\n"
+                f"Content-Type: application/json\r\n\r\n{deep(depth)}\r\n--{boundary}--\r\n")
+        error = assert_error(*conn.post("/v1/realtime/calls", form, {
+            "Authorization": f"Bearer {key}", "Content-Type": f"multipart/form-data; boundary={boundary}"}), 400)
+        assert error["code"] == "invalid_json" and error["param"] == "session"
+        assert_kept_then_ok(conn, "/api/session", "{}", {"Content-Type": "application/json"}, 200)
+    finally:
+        conn.close()
+
+
 # -- size ------------------------------------------------------------------------------------------
 
 
@@ -149,5 +201,18 @@ def test_the_engine_checks_the_sdp_offer(engine_alone: str, sdp: str) -> None:
         status, headers, body = conn.post("/v1/realtime/calls", sdp, {**KEY, "Content-Type": "application/sdp"})
         error = assert_error(status, headers, body, 413 if len(sdp) > 65_536 else 400)
         assert error["param"] == "sdp"
+    finally:
+        conn.close()
+
+
+def test_the_mounted_engine_checks_the_sdp_offer(server: str) -> None:
+    conn = Conn(server)
+    try:
+        status, _h, data = conn.post("/api/session", "{}", {"Content-Type": "application/json"})
+        assert status == 200
+        key = json.loads(data)["value"]
+        error = assert_error(*conn.post("/v1/realtime/calls", "v=0\r\n\x00\x00m=audio", {
+            "Authorization": f"Bearer {key}", "Content-Type": "application/sdp"}), 400)
+        assert error["code"] == "invalid_sdp"
     finally:
         conn.close()

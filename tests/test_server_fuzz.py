@@ -70,8 +70,9 @@ def test_no_5xx_anywhere_in_the_spec(fuzz_server: str) -> None:
     operations = _operations(fuzz_server)
     assert len(operations) >= 12
     statuses: dict[str, set[int]] = {}
-    for operation in operations:
-        _fuzz(operation, statuses.setdefault(operation.label, set()))
+    with no_errors_logged():
+        for operation in operations:
+            _fuzz(operation, statuses.setdefault(operation.label, set()))
     assert all(s < 500 for codes in statuses.values() for s in codes), statuses
     assert any(400 <= s < 500 for codes in statuses.values() for s in codes)  # bad input was generated
 

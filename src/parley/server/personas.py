@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any, cast
 
 from parley.apps.scenarios import Persona, UnknownPersonaError, get_persona
+from parley.http.errors import ApiError
 
-from .errors import ApiError
 from .settings import ServerSettings
 
 DEFAULT_PERSONA = "negotiator/sarah"
