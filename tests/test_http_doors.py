@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -216,3 +218,42 @@ def test_the_mounted_engine_checks_the_sdp_offer(server: str) -> None:
         assert error["code"] == "invalid_sdp"
     finally:
         conn.close()
+
+
+# -- malformed requests, refused by the HTTP server itself ------------------------------------------
+
+
+def raw_request(url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):  # the server closes: a broken request ends the connection
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad\x01Name: 1\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
+    b"NOT A REQUEST\r\n\r\n",
+])
+def test_a_malformed_request_gets_our_json_error(server: str, engine_alone: str, request_bytes: bytes) -> None:
+    for url in (server, engine_alone):
+        status, headers, body = raw_request(url, request_bytes)
+        error = assert_error(status, headers, body, 400)
+        assert error["code"] == "invalid_http_request"
+        assert headers["connection"] == "close" and int(headers["content-length"]) == len(body)
+
+
+def test_both_uvicorn_protocols_answer_malformed_requests_with_json(tmp_path: Path) -> None:
+    from parley.http.malformed import JsonErrorsH11Protocol, JsonErrorsHttpToolsProtocol
+
+    for protocol in (JsonErrorsH11Protocol, JsonErrorsHttpToolsProtocol):
+        with serve_app(create_engine_app(make_engine()), http=protocol) as url:
+            status, headers, body = raw_request(url, b"GET / HTTP/1.1\r\nHost: x\r\nNo colon\r\n\r\n")
+        assert_error(status, headers, body, 400)
