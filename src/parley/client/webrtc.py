@@ -19,6 +19,7 @@ import fractions
 import json
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -27,7 +28,7 @@ import numpy as np
 from parley.audio.pcm import float_to_pcm16, pcm16_to_float
 from parley.audio.resample import StreamResampler
 from parley.client.transport import USER_AGENT, ConnectError, Transport, TransportClosed, connect_error
-from parley.ice import pin_host_addresses
+from parley.ice import IceServer, peer_connection, pin_host_addresses
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +123,14 @@ class WebRTCTransport(Transport):
     audio_in_events = False
 
     def __init__(self, calls_url: str, *, session: dict[str, Any] | None = None, ice_hosts: list[str] | None = None,
-                 headers: dict[str, str] | None = None, open_timeout: float = 15.0) -> None:
+                 headers: dict[str, str] | None = None, open_timeout: float = 15.0,
+                 ice_servers: Sequence[IceServer | str] = ()) -> None:
+        """`ice_hosts`: the only host addresses to offer (process-wide, `parley.ice`); `ice_servers`:
+        STUN/TURN servers (default none: no query leaves the machine unless you ask)."""
         self.calls_url = calls_url
         self._session = session
         self._ice_hosts = ice_hosts
+        self._ice_servers = list(ice_servers)
         self._headers = dict(headers or {})
         self._open_timeout = open_timeout
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -141,10 +146,10 @@ class WebRTCTransport(Transport):
     async def open(self, key: str) -> None:
         if self._ice_hosts:
             pin_host_addresses(self._ice_hosts)
-        from aiortc import RTCPeerConnection, RTCSessionDescription
+        from aiortc import RTCSessionDescription
 
         self._key = key
-        self._pc = pc = RTCPeerConnection()
+        self._pc = pc = peer_connection(self._ice_servers)
         self._mic = MicrophoneTrack()
         pc.addTrack(self._mic)
         channel = self._channel = pc.createDataChannel("oai-events")

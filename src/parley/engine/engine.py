@@ -108,7 +108,8 @@ class Engine:
     async def start_call(self, config: SessionConfig, offer_sdp: str) -> tuple[Call, str]:
         """A WebRTC call: returns it and the SDP answer."""
         await vad_ready()
-        call = Call(Session(config, playback="server"), self.new_runner, on_end=self._call_ended)
+        call = Call(Session(config, playback="server"), self.new_runner, on_end=self._call_ended,
+                    ice_servers=self.settings.ice_servers)
         self.calls[call.id] = call
         try:
             answer = await call.answer(offer_sdp)

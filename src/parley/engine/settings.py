@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from parley.ice import IceServer
+
 
 class EngineSettings(BaseSettings):
     """Settings of the local engine (environment variables `PARLEY_ENGINE_*`, or `.env`)."""
@@ -21,6 +23,8 @@ class EngineSettings(BaseSettings):
     chat_api_key: str | None = None
     # Host addresses offered as ICE candidates for WebRTC calls (empty: the machine's own).
     ice_hosts: list[str] = Field(default_factory=list)
+    # STUN/TURN servers for WebRTC calls, e.g. [{"urls": "stun:stun.example.org:3478"}] (default none).
+    ice_servers: list[IceServer] = Field(default_factory=list)
     # Request bodies larger than this get 413 (a session with long instructions fits many times).
     max_body_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
     warm_up: bool = True

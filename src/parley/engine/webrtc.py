@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,7 @@ from parley.audio.pcm import SAMPLE_RATE, FloatArray
 from parley.audio.resample import StreamResampler
 from parley.engine.runtime import SessionRunner
 from parley.engine.session import Session
-from parley.ice import peer_connection
+from parley.ice import IceServer, peer_connection
 from parley.protocol import ids
 
 log = logging.getLogger(__name__)
@@ -259,10 +259,10 @@ class Call:
     """One WebRTC call: the peer, its session runner, and sideband listeners."""
 
     def __init__(self, session: Session, runner_factory: Callable[..., SessionRunner],
-                 on_end: Callable[[Call], None]) -> None:
+                 on_end: Callable[[Call], None], *, ice_servers: Sequence[IceServer] = ()) -> None:
         self.id = ids.rtc_call_id()
         self.session = session
-        self.pc = peer_connection()  # no ICE servers
+        self.pc = peer_connection(ice_servers)
         self.track = AgentAudioTrack(self._on_drained)
         self._channel: RTCDataChannel | None = None
         self._pending: list[str] = []
