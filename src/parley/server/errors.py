@@ -1,13 +1,13 @@
-"""Keeping secrets out of messages. (Error responses are `parley.http.errors`; `ApiError` is
-re-exported here for the modules that import it from the server.)"""
+"""Keeping secrets out of messages. (Errors are `parley.http.errors`; `ApiError` is re-exported
+here for `calls.py` and `recorder.py`, which import it from the server.)"""
 
 from __future__ import annotations
 
 import re
 
-from parley.http.errors import ApiError, error_response
+from parley.http.errors import ApiError
 
-__all__ = ["ApiError", "error_response", "scrub"]
+__all__ = ["ApiError", "scrub"]
 
 _KEYLIKE = re.compile(r"\b(sk|rk|ek|sess)-[A-Za-z0-9_\-*.]{6,}")
 
