@@ -13,7 +13,7 @@ from parley.protocol.errors import ProtocolError
 from parley.protocol.session import SessionConfig, parse_session
 
 
-def engine_of(request: Request) -> Engine:
+async def engine_of(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
 
@@ -21,12 +21,12 @@ def engine_of(request: Request) -> Engine:
 EngineDep = Annotated[Engine, Depends(engine_of)]
 
 
-def caller(request: Request, engine: EngineDep) -> ClientSecret | None:
+async def caller(request: Request, engine: EngineDep) -> ClientSecret | None:
     """A standard key (None) or an ephemeral key's secret; ApiError(401) for anything else."""
     return engine.authenticate(bearer_token(request.headers.get("authorization")))
 
 
-def standard_caller(secret: Annotated[ClientSecret | None, Depends(caller)]) -> None:
+async def standard_caller(secret: Annotated[ClientSecret | None, Depends(caller)]) -> None:
     if secret is not None:
         raise ApiError(401, "Ephemeral keys cannot create client secrets; use a standard key.", "invalid_api_key")
 

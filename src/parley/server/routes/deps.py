@@ -31,7 +31,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def server_state(request: Request) -> ServerState:
+async def server_state(request: Request) -> ServerState:
     state: ServerState = request.app.state.server
     return state
 
