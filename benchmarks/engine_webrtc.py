@@ -33,7 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from machine import describe, percentile  # noqa: E402
 from parley.apps.scenarios import get_persona  # noqa: E402
 from parley.engine.speech.tts import Tts  # noqa: E402
-from parley.engine.webrtc import pin_host_addresses  # noqa: E402
+from parley.ice import pin_host_addresses  # noqa: E402
 from parley.util.serving import free_port  # noqa: E402
 from rtc_helpers import RtcPeer, of_type  # noqa: E402
 

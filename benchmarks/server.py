@@ -111,6 +111,7 @@ async def calls_latency(server: str, engine: str, n: int) -> None:
     from aiortc import RTCPeerConnection
 
     from parley.apps.scenarios import get_persona
+    from parley.ice import peer_connection
     from parley.server.personas import persona_session
     from parley.server.settings import ServerSettings
 
@@ -121,7 +122,7 @@ async def calls_latency(server: str, engine: str, n: int) -> None:
     alone: list[float] = []
 
     async def offer() -> tuple[RTCPeerConnection, str]:
-        pc = RTCPeerConnection()
+        pc = peer_connection()
         pc.addTransceiver("audio", direction="sendrecv")
         pc.createDataChannel("oai-events")
         await pc.setLocalDescription(await pc.createOffer())

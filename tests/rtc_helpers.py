@@ -8,11 +8,12 @@ import time
 from typing import Any
 
 import numpy as np
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCSessionDescription
 
 from parley.audio.levels import dbfs
 from parley.audio.pcm import SAMPLE_RATE
 from parley.engine.webrtc import FRAME_SAMPLES, MicReceiver, PacedAudioTrack, set_jitter_buffer
+from parley.ice import peer_connection
 
 
 class PcmTrack(PacedAudioTrack):
@@ -45,7 +46,7 @@ class RtcPeer:
     """Offer, data channel `oai-events`, a speaking microphone and a listening ear."""
 
     def __init__(self) -> None:
-        self.pc = RTCPeerConnection()
+        self.pc = peer_connection()  # no ICE servers: loopback host candidates only
         self.mic = PcmTrack()
         self.pc.addTrack(self.mic)
         self.channel = self.pc.createDataChannel("oai-events")

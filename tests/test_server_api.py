@@ -353,9 +353,9 @@ def test_settings_pick_the_upstream(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_sdp_check_normalizes_line_endings() -> None:
-    from parley.server.sdp import validate_offer
+    from parley.http.sdp import check_offer
 
-    assert validate_offer(SDP_OK.replace("\r\n", "\n"), 65536) == SDP_OK
+    assert check_offer(SDP_OK.replace("\r\n", "\n"), 65536) == SDP_OK
 
 
 async def test_unknown_route_and_method_answer_json(server: str) -> None:

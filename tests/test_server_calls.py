@@ -306,7 +306,7 @@ async def test_sideband_reconnects_after_a_network_drop(tmp_path: Path) -> None:
         async with http(url) as c, server_call(c) as (peer, call_id):
             await peer.wait_for(of_type("response.done"), start=say_text(peer, "Hi, my bill is too high."))
             await eventually(lambda: _has_items(c, call_id, 2))
-            live = app.state.calls.live[call_id]
+            live = app.state.server.calls.live[call_id]
             first = live.conn
             # the sideband's TCP connection dies without a close handshake; the call itself goes on
             live.task.get_loop().call_soon_threadsafe(first._connection.transport.abort)  # on the server's loop
@@ -318,5 +318,5 @@ async def test_sideband_reconnects_after_a_network_drop(tmp_path: Path) -> None:
 
 
 async def _reconnected(app: Any, call_id: str, old: Any) -> bool:
-    live = app.state.calls.live.get(call_id)
+    live = app.state.server.calls.live.get(call_id)
     return live is not None and live.conn is not old

@@ -1,9 +1,12 @@
-"""Fuzzing: schemathesis against the server's own OpenAPI spec, and hypothesis against the event
-recorder (random events reported for a real browser-direct call). Nothing may answer 5xx."""
+"""Fuzzing: schemathesis against the server's and the (standalone) engine's own OpenAPI specs, and
+hypothesis against the event recorder (random events reported for a real browser-direct call).
+Nothing may answer 5xx."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -13,7 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 
-from server_helpers import make_settings, running_server
+from parley.engine.app import create_app as create_engine_app
+from parley.util.serving import serve_app
+from server_helpers import make_engine, make_settings, running_server
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +27,37 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                               rate_limit_burst=10_000, max_concurrent_calls=10_000)
     with running_server(settings_) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def fuzz_engine() -> Iterator[str]:
+    with serve_app(create_engine_app(make_engine())) as url:
+        yield url
+
+
+class _Errors(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append(f"{record.name}: {record.getMessage()}")
+
+
+@contextmanager
+def no_errors_logged() -> Iterator[None]:
+    """A crash after the response went out (the status looked fine, the connection was dropped)
+    shows only in the logs: uvicorn's own, which do not reach the root logger, and ours."""
+    handler = _Errors()
+    loggers = [logging.getLogger("uvicorn.error"), logging.getLogger()]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    assert handler.seen == []
 
 
 def _operations(url: str) -> list[Any]:
@@ -34,17 +70,34 @@ def test_no_5xx_anywhere_in_the_spec(fuzz_server: str) -> None:
     operations = _operations(fuzz_server)
     assert len(operations) >= 12
     statuses: dict[str, set[int]] = {}
-    for operation in operations:
-        _fuzz(operation, statuses.setdefault(operation.label, set()))
+    with no_errors_logged():
+        for operation in operations:
+            _fuzz(operation, statuses.setdefault(operation.label, set()))
     assert all(s < 500 for codes in statuses.values() for s in codes), statuses
     assert any(400 <= s < 500 for codes in statuses.values() for s in codes)  # bad input was generated
 
 
-def _fuzz(operation: Any, seen: set[int]) -> None:
+def test_no_5xx_anywhere_in_the_engines_spec(fuzz_engine: str) -> None:
+    """The engine's /v1 routes, described in its /openapi.json, with a key (any key is valid) and without."""
+    operations = _operations(fuzz_engine)
+    assert {op.label for op in operations} >= {
+        "POST /v1/realtime/client_secrets", "POST /v1/realtime/sessions", "POST /v1/realtime/transcription_sessions",
+        "POST /v1/realtime/calls", "POST /v1/realtime/calls/{call_id}/hangup", "GET /v1/realtime/healthz"}
+    statuses: dict[str, set[int]] = {}
+    with no_errors_logged():
+        for operation in operations:
+            for headers in ({"Authorization": "Bearer sk-fuzz"}, {}):
+                _fuzz(operation, statuses.setdefault(operation.label, set()), headers=headers,
+                      examples=60 if headers else 10)
+    assert all(s < 500 for codes in statuses.values() for s in codes), statuses
+    assert {200, 400, 401} <= set().union(*statuses.values()), statuses  # accepted, refused and unauthenticated
+
+
+def _fuzz(operation: Any, seen: set[int], *, headers: dict[str, str] | None = None, examples: int = 40) -> None:
     @given(case=operation.as_strategy())
-    @settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     def fuzz(case: Any) -> None:
-        seen.add(case.call_and_validate(checks=[not_a_server_error]).status_code)
+        seen.add(case.call_and_validate(headers=headers, checks=[not_a_server_error]).status_code)
 
     fuzz()
 

@@ -25,13 +25,10 @@ def engine(
 
     Without PARLEY_ENGINE_API_KEYS it accepts any non-empty key: keep it on loopback.
     """
-    import uvicorn
-
     from parley.engine.app import WS_MAX_MESSAGE_BYTES, create_app
-    from parley.util.serving import quiet_denied_handshakes
+    from parley.util.serving import run_app
 
-    quiet_denied_handshakes()
-    uvicorn.run(create_app(), host=host, port=port, log_level=log_level, ws_max_size=WS_MAX_MESSAGE_BYTES + 1024)
+    run_app(create_app(), host=host, port=port, ws_max_size=WS_MAX_MESSAGE_BYTES + 1024, log_level=log_level)
 
 
 @app.command()

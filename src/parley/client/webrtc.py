@@ -19,6 +19,7 @@ import fractions
 import json
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -27,31 +28,15 @@ import numpy as np
 from parley.audio.pcm import float_to_pcm16, pcm16_to_float
 from parley.audio.resample import StreamResampler
 from parley.client.transport import USER_AGENT, ConnectError, Transport, TransportClosed, connect_error
+from parley.ice import IceServer, peer_connection, pin_host_addresses
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MicrophoneTrack", "WebRTCTransport", "pin_ice_hosts"]
+__all__ = ["MicrophoneTrack", "WebRTCTransport"]
 
 RTC_RATE = 48_000
 FRAME_SAMPLES = 960  # 20 ms at 48 kHz
 _CLOSED = object()
-
-
-def pin_ice_hosts(hosts: list[str]) -> None:
-    """Offer only these host addresses as ICE candidates (process-wide: aioice has no per-connection
-    setting). ["127.0.0.1"] keeps calls on loopback; aiortc never offers it by itself."""
-    import aioice.ice
-
-    pinned = list(hosts)
-    current = getattr(aioice.ice.get_host_addresses, "_parley_hosts", None)
-    if current == pinned:
-        return
-
-    def get_host_addresses(use_ipv4: bool = True, use_ipv6: bool = False) -> list[str]:
-        return list(pinned)
-
-    get_host_addresses._parley_hosts = pinned  # type: ignore[attr-defined]
-    aioice.ice.get_host_addresses = get_host_addresses
 
 
 def _track_base() -> Any:
@@ -138,10 +123,14 @@ class WebRTCTransport(Transport):
     audio_in_events = False
 
     def __init__(self, calls_url: str, *, session: dict[str, Any] | None = None, ice_hosts: list[str] | None = None,
-                 headers: dict[str, str] | None = None, open_timeout: float = 15.0) -> None:
+                 headers: dict[str, str] | None = None, open_timeout: float = 15.0,
+                 ice_servers: Sequence[IceServer | str] = ()) -> None:
+        """`ice_hosts`: the only host addresses to offer (process-wide, `parley.ice`); `ice_servers`:
+        STUN/TURN servers (default none: no query leaves the machine unless you ask)."""
         self.calls_url = calls_url
         self._session = session
         self._ice_hosts = ice_hosts
+        self._ice_servers = list(ice_servers)
         self._headers = dict(headers or {})
         self._open_timeout = open_timeout
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -156,11 +145,11 @@ class WebRTCTransport(Transport):
 
     async def open(self, key: str) -> None:
         if self._ice_hosts:
-            pin_ice_hosts(self._ice_hosts)
-        from aiortc import RTCPeerConnection, RTCSessionDescription
+            pin_host_addresses(self._ice_hosts)
+        from aiortc import RTCSessionDescription
 
         self._key = key
-        self._pc = pc = RTCPeerConnection()
+        self._pc = pc = peer_connection(self._ice_servers)
         self._mic = MicrophoneTrack()
         pc.addTrack(self._mic)
         channel = self._channel = pc.createDataChannel("oai-events")

@@ -17,18 +17,11 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from aiortc import (
-    MediaStreamTrack,
-    RTCConfiguration,
-    RTCDataChannel,
-    RTCPeerConnection,
-    RTCRtpSender,
-    RTCSessionDescription,
-)
+from aiortc import MediaStreamTrack, RTCDataChannel, RTCRtpSender, RTCSessionDescription
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import RtpPacket
@@ -40,6 +33,7 @@ from parley.audio.pcm import SAMPLE_RATE, FloatArray
 from parley.audio.resample import StreamResampler
 from parley.engine.runtime import SessionRunner
 from parley.engine.session import Session
+from parley.ice import IceServer, peer_connection
 from parley.protocol import ids
 
 log = logging.getLogger(__name__)
@@ -60,21 +54,6 @@ MAX_FILLED_GAP = OPUS_RATE * 2
 CONNECT_TIMEOUT_S = 30.0
 # aiortc's (and browsers' usual) SCTP message size limit.
 MAX_CHANNEL_MESSAGE = 65_536
-
-
-def pin_host_addresses(hosts: list[str]) -> None:
-    """Offer only these host addresses as ICE candidates (e.g. 127.0.0.1 for loopback tests).
-
-    aioice looks the function up at gathering time, so this works after aiortc is imported.
-    """
-    import aioice.ice
-
-    addresses = list(hosts)
-
-    def get_host_addresses(use_ipv4: bool = True, use_ipv6: bool = False) -> list[str]:
-        return list(addresses)
-
-    aioice.ice.get_host_addresses = get_host_addresses
 
 
 def _opus_encoder() -> AudioCodecContext:
@@ -280,10 +259,10 @@ class Call:
     """One WebRTC call: the peer, its session runner, and sideband listeners."""
 
     def __init__(self, session: Session, runner_factory: Callable[..., SessionRunner],
-                 on_end: Callable[[Call], None]) -> None:
+                 on_end: Callable[[Call], None], *, ice_servers: Sequence[IceServer] = ()) -> None:
         self.id = ids.rtc_call_id()
         self.session = session
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc = peer_connection(ice_servers)
         self.track = AgentAudioTrack(self._on_drained)
         self._channel: RTCDataChannel | None = None
         self._pending: list[str] = []

@@ -22,7 +22,8 @@ from typing import Protocol
 
 from fastapi import Request
 
-from .errors import ApiError
+from parley.http.bearer import bearer_token
+from parley.http.errors import ApiError
 
 CLIENT_COOKIE = "parley_client"
 SESSION_COOKIE = "parley_session"
@@ -79,13 +80,6 @@ def client_address(request: Request, trust_forwarded_for: bool = False) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _bearer(request: Request) -> str | None:
-    value = request.headers.get("authorization") or ""
-    if value[:7].lower() == "bearer ":
-        return value[7:].strip() or None
-    return None
-
-
 def set_cookie_later(request: Request, name: str, value: str, max_age: int, secure: bool) -> None:
     """Ask CookieMiddleware to set a cookie on whatever response this request gets."""
     pending = getattr(request.state, "set_cookies", None)
@@ -140,7 +134,7 @@ class BearerAuth:
         self.tokens = tokens
 
     async def authenticate(self, request: Request) -> Principal:
-        user = self.tokens.user_for(_bearer(request))
+        user = self.tokens.user_for(bearer_token(request.headers.get("authorization")))
         if user is None:
             raise _unauthorized("A valid bearer token is required (Authorization: Bearer <token>).")
         return Principal(user, user, "bearer")
@@ -155,7 +149,7 @@ class CookieAuth:
         if payload is not None and isinstance(payload.get("u"), str):
             user = str(payload["u"])
             return Principal(user, user, "session-cookie")
-        by_token = self.tokens.user_for(_bearer(request))
+        by_token = self.tokens.user_for(bearer_token(request.headers.get("authorization")))
         if by_token is not None:
             return Principal(by_token, by_token, "bearer")
         raise _unauthorized("Sign in first: POST /api/login with your token, or send Authorization: Bearer <token>.")

@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from parley.apps.scenarios import Persona, UnknownPersonaError, get_persona
+from parley.http.errors import ApiError
 
 from .copilot import PERSONAS as COPILOT
 from .copilot import CopilotConnection, session_for
-from .errors import ApiError
 from .settings import ServerSettings
 
 DEFAULT_PERSONA = "negotiator/sarah"

@@ -23,6 +23,8 @@ import openai
 from openai import AsyncOpenAI
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
 
+from parley.http.errors import ApiError
+
 from .errors import scrub
 from .metrics import Metrics
 from .settings import ServerSettings
@@ -37,10 +39,11 @@ SIDEBAND_MAX_MESSAGE = 16 * 1024 * 1024
 upstream_time: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("upstream_time", default=None)
 
 
-class UpstreamError(Exception):
+class UpstreamError(ApiError):
+    """The upstream failed (502, 504), or refused what we sent on the caller's behalf (400)."""
+
     def __init__(self, status: int, message: str, code: str = "upstream_error") -> None:
-        super().__init__(message)
-        self.status, self.message, self.code = status, message, code
+        super().__init__(status, message, code)
 
 
 class _RedactHeaders(logging.Filter):

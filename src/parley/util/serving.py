@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
@@ -11,6 +12,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
+
+from parley.http.malformed import JsonErrorsProtocol
 
 _DENIED = "ASGI callable returned without completing handshake."
 
@@ -37,13 +40,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def run_app(app: Any, *, host: str, port: int, ws_max_size: int, **options: Any) -> None:
+    """`uvicorn.run` as `parley serve` and `parley engine` run it: our JSON error for requests
+    uvicorn refuses itself, no spurious handshake ERRORs; `ws_max_size` above the app's own limit
+    so that the app, not uvicorn, answers a frame too large."""
+    quiet_denied_handshakes()
+    uvicorn.run(app, host=host, port=port, http=JsonErrorsProtocol, ws_max_size=ws_max_size, **options)
+
+
 @contextmanager
-def serve_app(app: Any, *, host: str = "127.0.0.1", port: int | None = None) -> Iterator[str]:
-    """Serve an ASGI app with uvicorn in a background thread; yields its base URL."""
+def serve_app(app: Any, *, host: str = "127.0.0.1", port: int | None = None,
+              http: type[asyncio.Protocol] = JsonErrorsProtocol) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn in a background thread, as `run_app` would; yields its base URL."""
     port = port or free_port()
     quiet_denied_handshakes()
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", ws_max_size=32 * 1024 * 1024,
-                            lifespan="on")
+                            lifespan="on", http=http)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()

@@ -170,6 +170,9 @@ export class RealtimeCall extends EventTarget {
       record: false, // keep a recording of both sides (microphone and agent), see `recording`
 
       volume: 1,
+      // STUN/TURN servers for the peer connection; none by default (the browser's own default too),
+      // so a call on loopback or a LAN asks nobody outside.
+      iceServers: [],
       reconnectAttempts: 2,
       meterIntervalMs: 50,
       ...options,
@@ -232,7 +235,7 @@ export class RealtimeCall extends EventTarget {
   }
 
   async _startPeer() {
-    const pc = new RTCPeerConnection();
+    const pc = new RTCPeerConnection({ iceServers: this.options.iceServers });
     this.pc = pc;
     if (!this.audioElement) {
       this.audioElement = document.createElement("audio");

@@ -1,0 +1,130 @@
+"""State shared by all sessions of one engine: keys, secrets, models, live sessions and calls."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from parley.engine.models import LocalSpeech
+from parley.engine.responders.base import Responder
+from parley.engine.runtime import SessionRunner, Speech
+from parley.engine.session import Session
+from parley.engine.settings import EngineSettings
+from parley.engine.speech import vad
+from parley.engine.webrtc import Call
+from parley.http.errors import ApiError
+from parley.ice import pin_host_addresses
+from parley.protocol import ids
+from parley.protocol.session import SessionConfig
+
+
+@dataclass(frozen=True)
+class ClientSecret:
+    value: str
+    expires_at: int
+    config: SessionConfig
+
+
+class Engine:
+    """State shared by all sessions of one engine: keys, secrets, models, live sessions."""
+
+    def __init__(self, settings: EngineSettings | None = None, *, speech: Speech | None = None,
+                 responder: Responder | None = None) -> None:
+        self.settings = settings or EngineSettings()
+        self._speech = speech
+        self._responder = responder
+        self._secrets: dict[str, ClientSecret] = {}
+        self._purged_at = 0.0
+        self.runners: dict[str, SessionRunner] = {}
+        self.calls: dict[str, Call] = {}
+        self.late_frames = 0  # agent audio frames sent more than a frame late, over ended calls
+        if self.settings.ice_hosts:
+            pin_host_addresses(self.settings.ice_hosts)
+
+    @property
+    def speech(self) -> Speech:
+        if self._speech is None:
+            self._speech = LocalSpeech()
+        return self._speech
+
+    @property
+    def responder(self) -> Responder:
+        if self._responder is None:
+            if self.settings.responder == "chat":
+                from parley.engine.responders.chat import ChatResponder
+
+                if not self.settings.chat_url:
+                    raise RuntimeError("PARLEY_ENGINE_CHAT_URL is required with the chat responder")
+                self._responder = ChatResponder(self.settings.chat_url, api_key=self.settings.chat_api_key,
+                                                model=self.settings.chat_model)
+            else:
+                from parley.engine.responders.copilot import CopilotResponder
+                from parley.engine.responders.scenario import ScenarioResponder
+
+                self._responder = ScenarioResponder(fallback=CopilotResponder())
+        return self._responder
+
+    # -- keys ---------------------------------------------------------------------------------
+
+    def authenticate(self, key: str | None) -> ClientSecret | None:
+        """None for a valid standard key, the secret for a valid ephemeral key; else ApiError(401)."""
+        if not key:
+            raise ApiError(401, "You didn't provide an API key. Provide it in an Authorization header "
+                                "(Bearer auth) or, from a browser, as an 'openai-insecure-api-key.' subprotocol.",
+                           "missing_api_key")
+        if key.startswith("ek_"):
+            secret = self._secrets.get(key)
+            if secret is None:
+                raise ApiError(401, "Incorrect API key provided: the ephemeral key is unknown.", "invalid_api_key")
+            if secret.expires_at <= time.time():
+                del self._secrets[key]
+                raise ApiError(401, "The ephemeral key has expired. Mint a new one.", "expired_api_key")
+            return secret
+        if self.settings.api_keys and key not in self.settings.api_keys:
+            raise ApiError(401, "Incorrect API key provided.", "invalid_api_key")
+        return None
+
+    def mint_secret(self, config: SessionConfig, ttl: int) -> ClientSecret:
+        now = time.time()
+        if now - self._purged_at > 1.0:  # a full sweep at most once a second keeps minting O(1)
+            self._purged_at = now
+            for value in [v for v, s in self._secrets.items() if s.expires_at <= now]:
+                del self._secrets[value]
+        secret = ClientSecret(ids.client_secret(), int(now) + ttl, config)
+        self._secrets[secret.value] = secret
+        return secret
+
+    def new_runner(self, session: Session, send: Any, *, beta: bool = False, playout: Any = None) -> SessionRunner:
+        def forget(_reason: str) -> None:
+            self.runners.pop(session.id, None)
+
+        runner = SessionRunner(session, send, responder=self.responder, speech=self.speech, beta=beta,
+                               playout=playout, on_close=forget)
+        self.runners[session.id] = runner
+        return runner
+
+    async def start_call(self, config: SessionConfig, offer_sdp: str) -> tuple[Call, str]:
+        """A WebRTC call: returns it and the SDP answer."""
+        await vad_ready()
+        call = Call(Session(config, playback="server"), self.new_runner, on_end=self._call_ended,
+                    ice_servers=self.settings.ice_servers)
+        self.calls[call.id] = call
+        try:
+            answer = await call.answer(offer_sdp)
+        except Exception:
+            await call.close("bad_offer")
+            raise
+        return call, answer
+
+    def _call_ended(self, call: Call) -> None:
+        self.calls.pop(call.id, None)
+        self.late_frames += call.track.late_frames
+
+
+async def vad_ready() -> None:
+    """A new session takes a VAD model from the pool; when a burst of calls has emptied it, build
+    one on a thread (~40 ms) rather than in the session's constructor on the event loop."""
+    if vad.idle_models() == 0:
+        await asyncio.to_thread(vad.prewarm, 1)

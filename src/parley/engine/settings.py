@@ -1,0 +1,30 @@
+"""The local engine's settings (environment variables `PARLEY_ENGINE_*`, or `.env`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from parley.ice import IceServer
+
+
+class EngineSettings(BaseSettings):
+    """Settings of the local engine (environment variables `PARLEY_ENGINE_*`, or `.env`)."""
+
+    model_config = SettingsConfigDict(env_prefix="PARLEY_ENGINE_", env_file=".env", extra="ignore")
+
+    # Standard keys the engine accepts. Empty: any non-empty key (fine on loopback, say so).
+    api_keys: list[str] = Field(default_factory=list)
+    responder: Literal["scenario", "chat"] = "scenario"
+    chat_url: str | None = None  # an OpenAI-compatible base URL, e.g. http://127.0.0.1:11434/v1
+    chat_model: str = "llama3.2"
+    chat_api_key: str | None = None
+    # Host addresses offered as ICE candidates for WebRTC calls (empty: the machine's own).
+    ice_hosts: list[str] = Field(default_factory=list)
+    # STUN/TURN servers for WebRTC calls, e.g. [{"urls": "stun:stun.example.org:3478"}] (default none).
+    ice_servers: list[IceServer] = Field(default_factory=list)
+    # Request bodies larger than this get 413 (a session with long instructions fits many times).
+    max_body_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
+    warm_up: bool = True

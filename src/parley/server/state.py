@@ -1,0 +1,32 @@
+"""The parts of one server that its routes use, built by `create_app` and kept in `app.state.server`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from parley.apps.copilot.answerer import Answerer
+
+from .auth import Authenticator
+from .calls import CallManager
+from .db import Store
+from .limits import RateLimiter
+from .metrics import Metrics
+from .settings import ServerSettings
+from .upstream import Upstream
+
+
+@dataclass
+class ServerState:
+    settings: ServerSettings
+    store: Store
+    calls: CallManager
+    upstream: Upstream
+    metrics: Metrics
+    auth: Authenticator
+    limiter: RateLimiter  # requests that start calls (/api/session, /api/calls)
+    events_limiter: RateLimiter  # a browser-direct call's event reports
+    login_limiter: RateLimiter
+    copilot: Answerer
+    engine: Any  # the in-process engine (upstream "local"), else None
+
