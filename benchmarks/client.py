@@ -33,9 +33,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
 from machine import describe, percentile
+from parley.apps.local import local_engine
 from parley.client import RealtimeClient
 from parley.client.relay import FaultRelay
-from parley.engine.app import Engine, EngineSettings, create_app
+from parley.engine.app import EngineSettings, create_app
 from parley.util.serving import serve_app
 
 # An id value (not a key such as "item_id"): made fresh for each round.
@@ -114,7 +115,7 @@ def main() -> None:
     parser.add_argument("--drops", type=int, default=30)
     args = parser.parse_args()
     print(f"machine: {describe()}")
-    with serve_app(create_app(Engine(EngineSettings(warm_up=False)))) as url:
+    with serve_app(create_app(local_engine(EngineSettings(warm_up=False)))) as url:
         raws = asyncio.run(record(url))
         kinds: dict[str, int] = {}
         for raw in raws:

@@ -27,9 +27,10 @@ from machine import describe, percentile
 from parley.apps.copilot import THEM_LABEL, mic_session, speaker_session
 from parley.apps.copilot.answerer import Line
 from parley.apps.copilot.terminal import default_answerer
+from parley.apps.local import local_engine
 from parley.audio.pcm import SAMPLE_RATE, float_to_pcm16
 from parley.client import ConnectionManager
-from parley.engine.app import Engine, EngineSettings, create_app
+from parley.engine.app import EngineSettings, create_app
 from parley.engine.speech.tts import Tts
 from parley.util.serving import serve_app
 
@@ -113,7 +114,7 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=8)
     args = parser.parse_args()
     print(f"machine: {describe()}")
-    with serve_app(create_app(Engine(EngineSettings()))) as url:
+    with serve_app(create_app(local_engine(EngineSettings()))) as url:
         asyncio.run(run(f"{url}/v1", args.questions))
 
 

@@ -27,9 +27,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from openai import AsyncOpenAI
 
 from machine import describe, percentile, rss_mb
+from parley.apps.local import local_engine
 from parley.apps.scenarios import get_persona
 from parley.audio.pcm import SAMPLE_RATE, float_to_pcm16
-from parley.engine.app import Engine, EngineSettings, create_app
+from parley.engine.app import EngineSettings, create_app
 from parley.engine.speech.tts import Tts
 from parley.engine.speech.wer import normalize, wer
 from parley.util.serving import serve_app
@@ -146,7 +147,7 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=20, help="idle sessions for the memory figure")
     args = parser.parse_args()
     print(f"machine: {describe()}")
-    with serve_app(create_app(Engine(EngineSettings()))) as url:
+    with serve_app(create_app(local_engine(EngineSettings()))) as url:
         asyncio.run(run(url, args.turns))
         asyncio.run(memory(url, args.sessions))
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from parley.apps.local import local_engine
 from parley.engine.app import Engine, EngineSettings
 from parley.engine.models import LocalSpeech
 from parley.server.app import create_app
@@ -29,7 +30,7 @@ def shared_speech() -> LocalSpeech:
 
 
 def make_engine(**settings: Any) -> Engine:
-    return Engine(EngineSettings(_env_file=None, ice_hosts=["127.0.0.1"], warm_up=False,  # type: ignore[call-arg]
+    return local_engine(EngineSettings(_env_file=None, ice_hosts=["127.0.0.1"], warm_up=False,  # type: ignore[call-arg]
                                  **settings), speech=shared_speech())
 
 

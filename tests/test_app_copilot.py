@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from browser_helpers import browser, until
-from parley.engine.app import Engine, EngineSettings
+from parley.apps.local import local_engine
+from parley.engine.app import EngineSettings
 from parley.engine.speech.wer import wer
 from parley.server.app import create_app
 from parley.server.settings import ServerSettings
@@ -33,7 +34,7 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     settings = ServerSettings(upstream="local", data_dir=tmp_path_factory.mktemp("parley-data"),
                               rate_limit_per_minute=600, rate_limit_burst=50, max_concurrent_calls=4)
-    with serve_app(create_app(settings, engine=Engine(EngineSettings(ice_hosts=["127.0.0.1"])))) as url:
+    with serve_app(create_app(settings, engine=local_engine(EngineSettings(ice_hosts=["127.0.0.1"])))) as url:
         yield url
 
 

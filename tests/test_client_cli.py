@@ -13,9 +13,10 @@ from fastapi.responses import JSONResponse, Response
 from typer.testing import CliRunner
 
 from chat_server import run_chat_server
+from parley.apps.local import local_engine
 from parley.audio.wav import read_wav
 from parley.cli import app
-from parley.engine.app import Engine, EngineSettings, create_app
+from parley.engine.app import EngineSettings, create_app
 from parley.engine.speech.wer import wer
 from parley.util.serving import serve_app
 from speechfixtures import speech_wav
@@ -28,7 +29,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def chat_engine() -> Iterator[str]:
     with run_chat_server() as chat_url:
-        engine = Engine(EngineSettings(responder="chat", chat_url=str(chat_url), chat_model="test-chat"))
+        engine = local_engine(EngineSettings(responder="chat", chat_url=str(chat_url), chat_model="test-chat"))
         with serve_app(create_app(engine)) as url:
             yield url
 

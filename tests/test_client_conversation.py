@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from chat_server import ChatServerURL, run_chat_server
+from parley.apps.local import local_engine
 from parley.audio.pcm import SAMPLE_RATE
 from parley.client import AudioPlayer, RealtimeClient
-from parley.engine.app import Engine, EngineSettings, create_app
+from parley.engine.app import EngineSettings, create_app
 from parley.engine.speech.wer import wer
 from parley.util.serving import serve_app
 from speechfixtures import speech_pcm24k
@@ -36,7 +37,7 @@ def chat() -> Iterator[tuple[str, ChatServerURL]]:
     with run_chat_server() as chat_url:
         settings = EngineSettings(responder="chat", chat_url=str(chat_url), chat_model="test-chat",
                                   ice_hosts=["127.0.0.1"])
-        with serve_app(create_app(Engine(settings))) as url:
+        with serve_app(create_app(local_engine(settings))) as url:
             yield url, chat_url
 
 

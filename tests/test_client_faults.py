@@ -19,6 +19,7 @@ import pytest
 from websockets.asyncio.server import serve
 
 from chat_server import ChatServerURL, run_chat_server
+from parley.apps.local import local_engine
 from parley.client import (
     AudioPlayer,
     ConnectError,
@@ -29,7 +30,7 @@ from parley.client import (
 )
 from parley.client.relay import FaultRelay
 from parley.client.webrtc import WebRTCTransport
-from parley.engine.app import Engine, EngineSettings, create_app
+from parley.engine.app import EngineSettings, create_app
 from parley.engine.speech.wer import wer
 from parley.util.serving import serve_app
 from speechfixtures import speech_pcm24k
@@ -44,7 +45,7 @@ def engine() -> Iterator[tuple[str, ChatServerURL]]:
     with run_chat_server() as chat_url:
         settings = EngineSettings(responder="chat", chat_url=str(chat_url), chat_model="drip-0.1", warm_up=False,
                                   ice_hosts=["127.0.0.1"])
-        with serve_app(create_app(Engine(settings))) as url:
+        with serve_app(create_app(local_engine(settings))) as url:
             yield url, chat_url
 
 

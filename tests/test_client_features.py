@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from chat_server import ChatServerURL, run_chat_server
+from parley.apps.local import local_engine
 from parley.audio.pcm import SAMPLE_RATE, float_to_pcm16
 from parley.client import AudioPlayer, RealtimeClient, RealtimeError
-from parley.engine.app import Engine, EngineSettings, create_app
+from parley.engine.app import EngineSettings, create_app
 from parley.engine.speech.wer import wer
 from parley.util.serving import serve_app
 from speechfixtures import speech_pcm24k
@@ -29,7 +30,7 @@ def drip() -> Iterator[tuple[str, ChatServerURL]]:
     """The engine answering through the stand-in LLM, one word every 0.15 s."""
     with run_chat_server() as chat_url:
         settings = EngineSettings(responder="chat", chat_url=str(chat_url), chat_model="drip-0.15")
-        with serve_app(create_app(Engine(settings))) as url:
+        with serve_app(create_app(local_engine(settings))) as url:
             yield url, chat_url
 
 

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from chat_server import run_chat_server
+from parley.apps.local import local_engine
 from parley.audio.pcm import SAMPLE_RATE
 from parley.client import ConnectionManager, RealtimeClient
-from parley.engine.app import Engine, EngineSettings, create_app
+from parley.engine.app import EngineSettings, create_app
 from parley.engine.speech.wer import wer
 from parley.util.serving import serve_app
 from speechfixtures import speech_pcm24k
@@ -41,7 +42,7 @@ async def speak(client: RealtimeClient, pcm: np.ndarray, speed: float = 4.0) -> 
 
 async def test_speaker_transcripts_reach_the_mic_assistant() -> None:
     with run_chat_server() as chat_url:
-        engine = Engine(EngineSettings(responder="chat", chat_url=str(chat_url), chat_model="test-chat"))
+        engine = local_engine(EngineSettings(responder="chat", chat_url=str(chat_url), chat_model="test-chat"))
         with serve_app(create_app(engine)) as url:
             manager = ConnectionManager(base_url=url, api_key="sk-test")
             mic = manager.add("mic", session={

@@ -12,7 +12,8 @@ from agents import function_tool
 from agents.realtime import RealtimeAgent, RealtimeRunner
 
 from chat_server import arun_chat_server
-from parley.engine.app import Engine, EngineSettings, create_app
+from parley.apps.local import local_engine
+from parley.engine.app import EngineSettings, create_app
 from parley.util.serving import serve_app
 
 
@@ -35,7 +36,7 @@ def _assistant_texts(history: list[Any]) -> list[str]:
 
 async def test_agents_runner_text_turn_and_tool_call() -> None:
     async with arun_chat_server() as chat_url:
-        engine = Engine(EngineSettings(responder="chat", chat_url=str(chat_url), chat_model="test-chat",
+        engine = local_engine(EngineSettings(responder="chat", chat_url=str(chat_url), chat_model="test-chat",
                                        warm_up=False))
         with serve_app(create_app(engine)) as url:
             agent = RealtimeAgent(name="Assistant", instructions="You answer briefly.", tools=[get_weather])

@@ -17,8 +17,9 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from browser_helpers import browser, until
+from parley.apps.local import local_engine
 from parley.apps.scenarios import get_persona
-from parley.engine.app import Engine, EngineSettings, create_app
+from parley.engine.app import EngineSettings, create_app
 from parley.engine.speech.wer import wer
 from parley.util.serving import serve_app
 from speechfixtures import speech_wav
@@ -31,7 +32,7 @@ PAGES = Path(__file__).parent / "browser"
 
 @pytest.fixture(scope="module")
 def engine_and_page() -> Iterator[tuple[str, str]]:
-    engine = Engine(EngineSettings(ice_hosts=["127.0.0.1"]))
+    engine = local_engine(EngineSettings(ice_hosts=["127.0.0.1"]))
     pages = Starlette(routes=[Mount("/", StaticFiles(directory=PAGES, html=True))])
     with serve_app(create_app(engine)) as engine_url, serve_app(pages) as page_url:
         yield engine_url, page_url

@@ -13,6 +13,7 @@ import websockets
 from openai import AsyncOpenAI
 
 from conformance import validate_server_event
+from parley.apps.local import local_engine
 from parley.apps.scenarios import get_persona
 from parley.engine.app import Engine, EngineSettings, create_app
 from parley.engine.speech.wer import wer
@@ -27,7 +28,7 @@ BILL = "Hi, I would like to lower my monthly bill, it is too expensive."
 
 @pytest.fixture(scope="module")
 def rtc_engine() -> Iterator[tuple[str, Engine]]:
-    engine = Engine(EngineSettings(ice_hosts=["127.0.0.1"]))
+    engine = local_engine(EngineSettings(ice_hosts=["127.0.0.1"]))
     with serve_app(create_app(engine)) as url:
         yield url, engine
 

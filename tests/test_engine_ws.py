@@ -15,10 +15,11 @@ import websockets
 from openai import AsyncOpenAI
 
 from chat_server import arun_chat_server
+from parley.apps.local import local_engine
 from parley.apps.scenarios import get_persona
 from parley.audio.levels import dbfs
 from parley.audio.pcm import SAMPLE_RATE, float_to_pcm16
-from parley.engine.app import Engine, EngineSettings, create_app
+from parley.engine.app import EngineSettings, create_app
 from parley.engine.speech.wer import wer
 from parley.util.serving import serve_app
 from realtime_helpers import audio_of, collect_until, is_type, recv_event, silence, stream_pcm
@@ -168,7 +169,7 @@ async def test_barge_in_cancels_the_response_and_the_client_truncates() -> None:
     it (turn_detected), and the client truncates the item at what it played."""
     async with arun_chat_server() as chat_url:
         # "drip-0.3": the stand-in LLM writes a word every 0.3 s, so the answer is still in progress.
-        engine = Engine(EngineSettings(responder="chat", chat_url=str(chat_url), chat_model="drip-0.3"))
+        engine = local_engine(EngineSettings(responder="chat", chat_url=str(chat_url), chat_model="drip-0.3"))
         with serve_app(create_app(engine)) as url:
             async with client(url).realtime.connect(model="gpt-realtime") as conn:
                 await recv_event(conn)

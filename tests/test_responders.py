@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from parley.apps.negotiator.responder import Reply, ScenarioResponder
 from parley.apps.scenarios import Persona, get_persona
 from parley.engine.responders.base import (
     FunctionCall,
@@ -25,7 +26,6 @@ from parley.engine.responders.base import (
 )
 from parley.engine.responders.chat import ChatResponder, chat_messages
 from parley.engine.responders.generic import GenericResponder
-from parley.engine.responders.scenario import Reply, ScenarioResponder
 
 try:
     from chat_server import ChatServerURL, run_chat_server

@@ -7,7 +7,7 @@ Each scenario is a YAML file, ``parley/apps/<scenario>/scenario.yaml``. A person
   (instructions, voice, tools); the server adds transcription and turn detection.
 * Parley's local engine: the engine receives the same instructions in the session, finds the
   persona with `persona_for_instructions`, and the scripted responder
-  (`parley.engine.responders.scenario`) follows the scenario's ``policy`` and offer ladder.
+  (`parley.apps.negotiator.responder`) follows the scenario's ``policy`` and offer ladder.
 
 Persona selection from instructions never needs a machine tag in the prompt: each persona names a
 ``marker``, an ordinary sentence of its instructions (for Sarah: "You are Sarah, a customer

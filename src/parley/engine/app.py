@@ -38,9 +38,9 @@ def create_app(engine: Engine | None = None) -> FastAPI:
             speech = engine.speech
             assert isinstance(speech, LocalSpeech)
             await asyncio.to_thread(speech.warm_up)
-            from parley.apps.scenarios import list_personas
-
-            await asyncio.to_thread(list_personas)  # the scenarios' YAML and patterns, not on a first turn
+            warm_responder = getattr(engine.responder, "warm_up", None)
+            if warm_responder is not None:  # e.g. an app's scripts, loaded now rather than on a first turn
+                await asyncio.to_thread(warm_responder)
             # What is loaded by now (models, modules) lives as long as the process: keep it out of
             # the collector's full passes, which otherwise stall every call's audio for ~50 ms.
             gc.collect()

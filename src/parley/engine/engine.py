@@ -9,6 +9,7 @@ from typing import Any
 
 from parley.engine.models import LocalSpeech
 from parley.engine.responders.base import Responder
+from parley.engine.responders.generic import GenericResponder
 from parley.engine.runtime import SessionRunner, Speech
 from parley.engine.session import Session
 from parley.engine.settings import EngineSettings
@@ -60,10 +61,8 @@ class Engine:
                 self._responder = ChatResponder(self.settings.chat_url, api_key=self.settings.chat_api_key,
                                                 model=self.settings.chat_model)
             else:
-                from parley.engine.responders.copilot import CopilotResponder
-                from parley.engine.responders.scenario import ScenarioResponder
-
-                self._responder = ScenarioResponder(fallback=CopilotResponder())
+                # An app's responder comes in through the constructor: the engine knows no app.
+                self._responder = GenericResponder()
         return self._responder
 
     # -- keys ---------------------------------------------------------------------------------

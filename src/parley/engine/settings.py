@@ -17,7 +17,10 @@ class EngineSettings(BaseSettings):
 
     # Standard keys the engine accepts. Empty: any non-empty key (fine on loopback, say so).
     api_keys: list[str] = Field(default_factory=list)
-    responder: Literal["scenario", "chat"] = "scenario"
+    # "scenario": the practice scenarios' scripted personas (their responder is given to the engine by
+    # whoever builds it: `parley engine`, `parley serve`); "chat": chat_url's model; "generic": the
+    # engine's own scripted assistant.
+    responder: Literal["scenario", "chat", "generic"] = "scenario"
     chat_url: str | None = None  # an OpenAI-compatible base URL, e.g. http://127.0.0.1:11434/v1
     chat_model: str = "llama3.2"
     chat_api_key: str | None = None

@@ -171,10 +171,10 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None,
     engine_app: FastAPI | None = None
     internal_key: str | None = None
     if settings.upstream_kind == "local":
-        from parley.engine.app import Engine, EngineSettings
+        from parley.apps.local import local_engine
         from parley.engine.app import create_app as create_engine_app
 
-        engine = engine or Engine(EngineSettings())
+        engine = engine or local_engine()
         # The mounted engine takes only ephemeral keys and the server's own key (plus any configured
         # PARLEY_ENGINE_API_KEYS): nobody reaches it unrecorded with a made-up key.
         internal_key = "sk-parley-internal-" + secrets.token_urlsafe(24)

@@ -8,6 +8,8 @@ TTS turns its text into speech.
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -60,3 +62,23 @@ class Responder(Protocol):
     """Writes one response. Cancellation arrives as `asyncio.CancelledError` (barge-in)."""
 
     def respond(self, request: ResponseRequest) -> AsyncIterator[ResponseChunk]: ...
+
+
+# -- helpers for responders -------------------------------------------------------------------
+
+
+def is_message(item: dict[str, Any], role: str) -> bool:
+    return item.get("type", "message") == "message" and item.get("role") == role
+
+
+def text_chunks(text: str) -> list[str]:
+    """Word-sized chunks (each with its trailing space) that concatenate to `text`."""
+    return re.findall(r"\S+\s*", text)
+
+
+async def stream_text(text: str) -> AsyncIterator[TextDelta]:
+    """Yield `text` as word-sized deltas, letting other tasks (and a cancellation) in between."""
+    for i, chunk in enumerate(text_chunks(text)):
+        if i:
+            await asyncio.sleep(0)
+        yield TextDelta(chunk)

@@ -17,8 +17,9 @@ from typing import Any
 
 import httpx
 
+from parley.protocol.items import item_text
+
 from .base import FunctionCall, ResponderError, ResponseChunk, ResponseRequest, TextDelta
-from .generic import message_text
 
 __all__ = ["ChatResponder", "ResponderError", "chat_messages", "chat_tool_choice", "chat_tools"]
 
@@ -26,7 +27,7 @@ INAUDIBLE = "(inaudible)"
 
 
 def _user_content(item: dict[str, Any]) -> str | list[dict[str, Any]]:
-    text = message_text(item)
+    text = item_text(item)
     images = [p for p in item.get("content") or [] if isinstance(p, dict) and p.get("type") == "input_image"]
     if not images:
         return text or INAUDIBLE
@@ -61,11 +62,11 @@ def chat_messages(instructions: str | None, items: Sequence[dict[str, Any]]) -> 
             if role == "user":
                 messages.append({"role": "user", "content": _user_content(item)})
             elif role == "assistant":
-                text = message_text(item)
+                text = item_text(item)
                 if text:
                     messages.append({"role": "assistant", "content": text})
             elif role == "system":
-                text = message_text(item)
+                text = item_text(item)
                 if text:
                     messages.append({"role": "system", "content": text})
         elif kind == "function_call":

@@ -1,18 +1,20 @@
-"""The fallback responder of the local engine: a plain, honest scripted assistant.
+"""The local engine's own responder: a plain, honest scripted assistant.
 
-Used when the session's instructions match no scenario persona and no chat model is configured.
+The engine's default when no chat model is configured and no app gave it a responder of its own
+(apps fall back to it for sessions that are not theirs).
 It answers briefly, echoes what it heard (useful to check the microphone and the transcription),
 and says plainly what it can do offline.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from .base import ResponseChunk, ResponseRequest, TextDelta
+from parley.protocol.items import item_text
+
+from .base import ResponseChunk, ResponseRequest, is_message, stream_text
 
 DEFAULT_HINT = (
     "For a real conversation, configure a chat model: set PARLEY_ENGINE_RESPONDER to chat and "
@@ -24,38 +26,6 @@ _HELP = re.compile(r"\b(help|what can you do|what do you do|who are you|what are
 _HELLO = re.compile(r"^\W*(hi|hello|hey|good (morning|afternoon|evening)|hiya)\b")
 _BYE = re.compile(r"\b(bye|goodbye|good bye|see you|that's all|thats all)\b")
 _THANKS = re.compile(r"\b(thanks|thank you)\b")
-
-
-def message_text(item: dict[str, Any]) -> str:
-    """The words of a message item: typed text, or the transcript of its audio ("" if none)."""
-    words = []
-    for part in item.get("content") or []:
-        if not isinstance(part, dict):
-            continue
-        if part.get("type") in ("input_text", "output_text", "text"):
-            text = part.get("text")
-        else:
-            text = part.get("transcript")
-        if isinstance(text, str) and text.strip():
-            words.append(text.strip())
-    return " ".join(words)
-
-
-def is_message(item: dict[str, Any], role: str) -> bool:
-    return item.get("type", "message") == "message" and item.get("role") == role
-
-
-def text_chunks(text: str) -> list[str]:
-    """Word-sized chunks (each with its trailing space) that concatenate to `text`."""
-    return re.findall(r"\S+\s*", text)
-
-
-async def stream_text(text: str) -> AsyncIterator[TextDelta]:
-    """Yield `text` as word-sized deltas, letting other tasks (and a cancellation) in between."""
-    for i, chunk in enumerate(text_chunks(text)):
-        if i:
-            await asyncio.sleep(0)
-        yield TextDelta(chunk)
 
 
 def pick(options: Iterable[str], salt: int) -> str:
@@ -87,14 +57,14 @@ class GenericResponder:
                 return "I'm still here. Say something and I'll repeat what I heard."
             return ("Hi, I'm Parley's local voice engine, running offline with scripted replies. "
                     "Ask me what I can do.")
-        heard = " ".join(t for t in (message_text(it) for it in users_since) if t)
+        heard = " ".join(t for t in (item_text(it) for it in users_since) if t)
         if not heard:
             return pick(["Sorry, I didn't catch that. Could you say it again?",
                          "Sorry, I missed that. Could you repeat it?"], assistant_turns)
         low = heard.casefold()
         if _HELP.search(low):
             return ("I'm a scripted local engine. I can hear you, transcribe you and answer with simple "
-                    f"replies, and run practice scenarios like the bill negotiation. {self.hint}")
+                    f"replies, and play the practice scenarios an app brings. {self.hint}")
         if _BYE.search(low):
             return "Goodbye, and thanks for trying Parley!"
         if _HELLO.search(low):
@@ -103,7 +73,7 @@ class GenericResponder:
             return "You're welcome!"
         words = heard.split()
         echo = " ".join(words[:24]) + (" ..." if len(words) > 24 else "")
-        already_hinted = any(self.hint in message_text(it) for it in items if is_message(it, "assistant"))
+        already_hinted = any(self.hint in item_text(it) for it in items if is_message(it, "assistant"))
         if already_hinted:
             return f"I heard: {echo}"
         stop = "" if echo.endswith((".", "!", "?")) else "."  # "Thursday." must not become "Thursday.."

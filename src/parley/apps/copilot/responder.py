@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from parley.apps.copilot import AUX_MARKER, THEM_LABEL, lookup
-
-from .base import Responder, ResponseChunk, ResponseRequest
-from .generic import GenericResponder, is_message, message_text, stream_text
+from parley.engine.responders.base import Responder, ResponseChunk, ResponseRequest, is_message, stream_text
+from parley.engine.responders.generic import GenericResponder
+from parley.protocol.items import item_text
 
 
 class CopilotResponder:
@@ -28,7 +28,7 @@ class CopilotResponder:
 
     @staticmethod
     def reply(request: ResponseRequest) -> str:
-        last = next((message_text(i) for i in reversed(request.items) if is_message(i, "user") and message_text(i)), "")
+        last = next((item_text(i) for i in reversed(request.items) if is_message(i, "user") and item_text(i)), "")
         them = last.startswith(THEM_LABEL)
         entries = lookup(last.removeprefix(THEM_LABEL), limit=2)
         if entries:

@@ -27,12 +27,20 @@ from parley.apps.scenarios import (
     Persona,
     Scenario,
     format_money,
+    list_personas,
     normalize_text,
     persona_for_instructions,
 )
-
-from .base import FunctionCall, Responder, ResponseChunk, ResponseRequest
-from .generic import GenericResponder, is_message, message_text, stream_text
+from parley.engine.responders.base import (
+    FunctionCall,
+    Responder,
+    ResponseChunk,
+    ResponseRequest,
+    is_message,
+    stream_text,
+)
+from parley.engine.responders.generic import GenericResponder
+from parley.protocol.items import item_text
 
 OUTCOME_TOOL = "record_outcome"
 
@@ -101,7 +109,7 @@ def read_state(persona: Persona, items: Sequence[dict[str, Any]]) -> DialogueSta
     for item in items:
         kind = item.get("type", "message")
         if is_message(item, "assistant"):
-            text = message_text(item)
+            text = item_text(item)
             norm = normalize_text(text)
             st.turn += 1
             st.any_assistant = True
@@ -126,7 +134,7 @@ def read_state(persona: Persona, items: Sequence[dict[str, Any]]) -> DialogueSta
             st.any_user = True
             if st.user_since is None:
                 st.user_since = []
-            st.user_since.append(message_text(item))
+            st.user_since.append(item_text(item))
         elif kind == "function_call":
             fname = str(item.get("name") or "")
             if item.get("call_id"):
@@ -178,6 +186,10 @@ class ScenarioResponder:
 
     def __init__(self, fallback: Responder | None = None) -> None:
         self.fallback: Responder = fallback if fallback is not None else GenericResponder()
+
+    def warm_up(self) -> None:
+        """Load the scenarios' YAML and patterns now, not on a first turn."""
+        list_personas()
 
     async def respond(self, request: ResponseRequest) -> AsyncIterator[ResponseChunk]:
         persona = persona_for_instructions(request.instructions)
