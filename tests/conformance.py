@@ -16,15 +16,15 @@ Deliberate widenings, where the SDK models disagree with what the server sends (
 
 * GA `session.created` / `session.updated`: the SDK types `session` as the session *request*
   models, which have no `id`, `object` or `expires_at`; the server sends the session resource
-  (protocol reference 1.3 and 5.1). Accepted: a request model plus those three fields, or the
+  (docs/protocol.md, sections 1.3 and 5.1). Accepted: a request model plus those three fields, or the
   SDK's resource models (`RealtimeSessionCreateResponse` /
   `RealtimeTranscriptionSessionCreateResponse`).
 * beta `session.created` / `session.updated`: likewise (the beta `Session` has `id` only; beta
-  sessions carried `object` and `expires_at`, reference 2.1).
+  sessions carried `object` and `expires_at`, docs/protocol.md section 2.1).
 * beta `transcription_session.updated`: the SDK reuses the REST response, whose `client_secret`
   is required; accepted: the beta `transcription_session.update` session plus the resource fields.
 * beta usage: `input_token_details.cached_tokens_details` (text/audio), which beta servers sent
-  though the beta SDK type lacks it (reference 3.4).
+  though the beta SDK type lacks it (docs/protocol.md, section 3.4).
 
 Examples of every GA server event and client event, built with parley.protocol, are at the end
 (`server_event_examples()`, `client_event_examples()`, ...), for any test to reuse.
@@ -150,7 +150,7 @@ SESSION_RESOURCE = Union[  # noqa: UP007 - a runtime union of classes
 
 
 class _BetaSessionResource(_beta_session_update.Session):
-    """Beta session.created/updated as sent (protocol reference 2.1: `object`, `id`, `expires_at`);
+    """Beta session.created/updated as sent (docs/protocol.md, section 2.1: `object`, `id`, `expires_at`);
     the SDK's beta `Session` has only `id`. Built on the session.update model, as for GA."""
 
     id: str
@@ -175,7 +175,7 @@ class _BetaCachedTokensDetails(pydantic.BaseModel):
 
 
 class _BetaInputTokenDetails(_beta_usage.InputTokenDetails):
-    """Beta servers sent `cached_tokens_details`, which the beta SDK type lacks (reference 3.4)."""
+    """Beta servers sent `cached_tokens_details`, which the beta SDK type lacks (docs/protocol.md 3.4)."""
 
     cached_tokens_details: _BetaCachedTokensDetails | None = None
 

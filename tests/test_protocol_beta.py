@@ -1,4 +1,4 @@
-"""GA <-> beta translation (protocol reference section 6): round trips, renames, and every beta
+"""GA <-> beta translation (docs/protocol.md, section 6): round trips, renames, and every beta
 output checked strictly against the SDK's beta models (tests/conformance.py)."""
 
 from __future__ import annotations

@@ -214,7 +214,7 @@ def test_client_example_is_accepted_by_parley(event: dict[str, Any]) -> None:
 
 
 def test_item_reference_is_accepted_though_the_sdk_omits_it() -> None:
-    # Protocol reference 3.1: the GA schema does not list item_reference in response.input, but
+    # docs/protocol.md, section 3.1: the GA schema does not list item_reference in response.input, but
     # OpenAI's own response.create example uses it.
     event = {"type": "response.create",
              "response": {"conversation": "none", "input": [{"type": "item_reference", "id": "item_A"}]}}

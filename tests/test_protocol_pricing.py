@@ -1,4 +1,4 @@
-"""Usage -> dollars (protocol reference sections 7.8 and 8)."""
+"""Usage -> dollars (docs/protocol.md, section 7.8)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from parley.protocol import DEFAULT_TABLE, PriceTable, events, response_cost
 from parley.protocol.pricing import Price
 
-# The usage object of the spec example (section 3.4): 132 = 119 text + 13 audio, 64 cached (all
+# The usage object of the spec example (docs/protocol.md 3.4): 132 = 119 text + 13 audio, 64 cached (all
 # text), 121 = 30 text + 91 audio out, 253 in total.
 SPEC_USAGE = events.usage(input_text=119, input_audio=13, cached_text=64, output_text=30, output_audio=91)
 WORKED_EXAMPLE = (55 * 4.00 + 64 * 0.40 + 13 * 32.00 + 30 * 16.00 + 91 * 64.00) / 1e6  # = 0.0069656
@@ -70,7 +70,7 @@ def test_the_2024_10_01_preview_has_its_own_audio_prices() -> None:
 
 @pytest.mark.parametrize(
     ("model", "prices"),
-    [  # section 8: text in, cached, out; audio in, cached, out
+    [  # docs/protocol.md, section 7.8: text in, cached, out; audio in, cached, out
         ("gpt-realtime", (4.00, 0.40, 16.00, 32.00, 0.40, 64.00)),
         ("gpt-realtime-1.5", (4.00, 0.40, 16.00, 32.00, 0.40, 64.00)),
         ("gpt-realtime-2", (4.00, 0.40, 24.00, 32.00, 0.40, 64.00)),
@@ -153,7 +153,7 @@ def test_beta_usage_without_cached_details_counts_cached_tokens_as_text() -> Non
 
 
 def test_beta_usage_with_more_cached_than_text_tokens() -> None:
-    # "Attributing it to text first" (section 7.8): the cached tokens beyond the text tokens are audio.
+    # Cached tokens count as text first (docs/protocol.md 7.8): those beyond the text tokens are audio.
     usage = _beta_usage(10, 100, 64, 0, 0)
     expected = (10 * 0.40 + (100 - 54) * 32.00 + 54 * 0.40) / 1e6
     assert response_cost("gpt-realtime", usage) == pytest.approx(expected)

@@ -1,7 +1,7 @@
 """Translation between the beta (`OpenAI-Beta: realtime=v1`) and GA shapes, both ways.
 
 One engine speaks GA internally; a beta client's events are translated on the way in and the
-server's events on the way out (section 6 of the protocol reference).
+server's events on the way out (docs/protocol.md, section 6).
 """
 
 from __future__ import annotations

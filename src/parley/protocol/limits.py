@@ -1,4 +1,4 @@
-"""The protocol's limits and caps, one place for each (section 7.10 of the protocol reference).
+"""The protocol's limits and caps, one place for each (docs/protocol.md, section 7.10).
 
 OpenAI documents an append as "up to 15 MiB per event" without saying whether of audio or of
 JSON. The engine accepts 15 MiB of decoded audio in one append; the client sends pieces whose

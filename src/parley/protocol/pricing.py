@@ -1,7 +1,7 @@
 """Usage -> dollars.
 
 Prices are USD per 1M tokens, read on PRICES_AS_OF from OpenAI's model pages (several audio
-prices are marked unconfirmed in docs/realtime-protocol.md section 8). They change: override
+prices are marked unconfirmed in docs/protocol.md, section 7.8). They change: override
 them with `PriceTable.with_overrides()` or the `PARLEY_PRICES` JSON file the server reads.
 """
 
