@@ -14,7 +14,7 @@ import httpx
 
 from parley.apps.local import local_engine
 from parley.engine.app import Engine, EngineSettings
-from parley.engine.models import LocalSpeech
+from parley.engine.speech.local import LocalSpeech
 from parley.server.app import create_app
 from parley.server.settings import ServerSettings
 from parley.util.serving import serve_app

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -31,6 +32,7 @@ from parley.engine.session import (
     StartResponse,
     Transcribe,
 )
+from parley.engine.speech.vad import VadStream
 from parley.protocol.session import SessionConfig, TranscriptionSessionConfig, parse_session
 from speechfixtures import silence, speech_bounds_ms, speech_pcm24k
 
@@ -50,6 +52,8 @@ class Harness:
     def __init__(self, config: SessionConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
         if isinstance(config, dict):
             config = parse_session({"type": "realtime", **config})
+        kwargs.setdefault("detector", VadStream(SAMPLE_RATE))  # the real silero model
+        kwargs.setdefault("now", time.time())
         self.s = Session(config, **kwargs)
         self.audio_ms = 0.0  # microphone audio fed so far
         self.snapshots: list[tuple[Event, str]] = []

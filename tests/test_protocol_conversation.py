@@ -16,6 +16,7 @@ import numpy as np
 
 from parley.audio.pcm import SAMPLE_RATE, FloatArray
 from parley.engine.session import CancelResponse, Session, StartResponse, Transcribe
+from parley.engine.speech.vad import VadStream
 from parley.protocol import changes as ch
 from parley.protocol import events as ev
 from parley.protocol.conversation import ConversationState
@@ -36,7 +37,8 @@ class Driver:
     """Plays the engine runtime's part by hand, and reads every event it sends."""
 
     def __init__(self, **config: Any) -> None:
-        self.session = Session(parse_session({"type": "realtime", **config}))
+        self.session = Session(parse_session({"type": "realtime", **config}), detector=VadStream(SAMPLE_RATE),
+                               now=1_700_000_000.0)
         self.state = ConversationState()
         self.changes: list[ch.Change] = []
         self.effects: list[Any] = []

@@ -26,10 +26,10 @@ def engine(
     Without PARLEY_ENGINE_API_KEYS it accepts any non-empty key: keep it on loopback.
     """
     from parley.apps.local import local_engine
-    from parley.engine.app import WS_MAX_MESSAGE_BYTES, create_app
+    from parley.engine.app import create_app
     from parley.util.serving import run_app
 
-    run_app(create_app(local_engine()), host=host, port=port, ws_max_size=WS_MAX_MESSAGE_BYTES + 1024, log_level=log_level)
+    run_app(create_app(local_engine()), host=host, port=port, log_level=log_level)
 
 
 @app.command()

@@ -18,14 +18,13 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from parley.engine.engine import ClientSecret, Engine
-from parley.engine.models import LocalSpeech
 from parley.engine.routes import calls, client_secrets, health, realtime_ws
-from parley.engine.routes.realtime_ws import WS_MAX_MESSAGE_BYTES
 from parley.engine.settings import EngineSettings
+from parley.engine.speech.local import LocalSpeech
 from parley.http.body import BodyLimit
 from parley.http.errors import install_error_handlers
 
-__all__ = ["WS_MAX_MESSAGE_BYTES", "ClientSecret", "Engine", "EngineSettings", "create_app"]
+__all__ = ["ClientSecret", "Engine", "EngineSettings", "create_app"]
 
 
 def create_app(engine: Engine | None = None) -> FastAPI:

@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from parley.engine.models import LocalSpeech
+from parley.audio.pcm import SAMPLE_RATE
 from parley.engine.responders.base import Responder
 from parley.engine.responders.generic import GenericResponder
 from parley.engine.runtime import SessionRunner, Speech
 from parley.engine.session import Session
 from parley.engine.settings import EngineSettings
 from parley.engine.speech import vad
+from parley.engine.speech.local import LocalSpeech
 from parley.engine.webrtc import Call
 from parley.http.errors import ApiError
 from parley.ice import pin_host_addresses
@@ -104,10 +105,14 @@ class Engine:
         self.runners[session.id] = runner
         return runner
 
+    def new_session(self, config: SessionConfig, *, playback: Literal["client", "server"] = "client") -> Session:
+        """A session hearing with its own silero stream (after `vad_ready()`), expiring 60 min from now."""
+        return Session(config, detector=vad.VadStream(SAMPLE_RATE), now=time.time(), playback=playback)
+
     async def start_call(self, config: SessionConfig, offer_sdp: str) -> tuple[Call, str]:
         """A WebRTC call: returns it and the SDP answer."""
         await vad_ready()
-        call = Call(Session(config, playback="server"), self.new_runner, on_end=self._call_ended,
+        call = Call(self.new_session(config, playback="server"), self.new_runner, on_end=self._call_ended,
                     ice_servers=self.settings.ice_servers)
         self.calls[call.id] = call
         try:

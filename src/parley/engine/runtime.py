@@ -26,7 +26,7 @@ from parley.engine.session import (
     StartResponse,
     Transcribe,
 )
-from parley.engine.text import Segmenter
+from parley.engine.speech.pieces import Segmenter
 from parley.protocol import beta as beta_shapes
 from parley.protocol import events as ev
 from parley.protocol.client_events import parse_client_event

@@ -12,9 +12,9 @@ WebRTC transports sit on top of it.
 from __future__ import annotations
 
 import base64
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -22,8 +22,7 @@ from parley.audio.formats import InputDecoder, OutputEncoder
 from parley.audio.levels import loud_until
 from parley.audio.pcm import SAMPLE_RATE, FloatArray
 from parley.engine.responders.base import ResponseRequest
-from parley.engine.speech.vad import VadStream
-from parley.engine.text import estimate_tokens
+from parley.engine.tokens import estimate_tokens
 from parley.protocol import events as ev
 from parley.protocol import ids
 from parley.protocol import items as it
@@ -75,6 +74,22 @@ MAX_BUFFER_MS = 15 * 60 * 1000
 KEEP_FINISHED_RESPONSES = 16
 # semantic_vad has no language model here; eagerness picks a silence window instead.
 SEMANTIC_SILENCE_MS = {"low": 1_200, "medium": 700, "auto": 700, "high": 400}
+
+
+class VoiceDetector(Protocol):
+    """What the session's turn detection hears with: speech probabilities of its audio.
+
+    `feed` takes float32 24 kHz audio in chunks of any size and returns one (end_ms, probability)
+    pair per complete frame of VAD_FRAME_MS, end_ms counted from the stream's start or last
+    `reset`. The engine gives each session a silero stream (`speech.vad.VadStream`); tests can
+    give a scripted one.
+    """
+
+    def feed(self, audio: FloatArray) -> Sequence[tuple[float, float]]: ...
+
+    def reset(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 # -- effects: work the driver carries out and reports back ------------------------------------
@@ -184,14 +199,17 @@ class Session:
         self,
         config: SessionConfig | None = None,
         *,
+        detector: VoiceDetector,
+        now: float,
         playback: Literal["client", "server"] = "client",
         session_id: str | None = None,
-        expires_at: int | None = None,
     ) -> None:
+        """`now` is the driver's wall clock (unix seconds) at the session's start: it expires
+        MAX_SESSION_SECONDS later."""
         self.config: SessionConfig = config or RealtimeSessionConfig()
         self.playback = playback
         self.id = session_id or ids.session_id()
-        self.expires_at = expires_at or int(time.time()) + MAX_SESSION_SECONDS
+        self.expires_at = int(now) + MAX_SESSION_SECONDS
         self.conversation_id = ids.conversation_id()
         self._out: list[Event | Effect] = []
         # conversation: ordered ids and the items (wire dicts, no audio bytes)
@@ -208,7 +226,7 @@ class Session:
         self._buf_start_ms = 0.0
         self._audio_ms = 0.0
         # VAD turn state
-        self._vad = VadStream(SAMPLE_RATE)
+        self._vad = detector
         # The VAD hears only what arrives while turn detection is on; its clock restarts at
         # `_vad_origin_ms` of session time whenever it resumes after a gap.
         self._vad_origin_ms = 0.0
@@ -260,7 +278,7 @@ class Session:
         return session_resource(self.config, id=self.id, expires_at=self.expires_at)
 
     def close(self) -> None:
-        """Give back what the session holds (its VAD model goes back to the shared pool)."""
+        """Give back what the session holds (its detector: a VAD model goes back to the shared pool)."""
         self._vad.close()
 
     def start(self, *, announce_conversation: bool = False) -> None:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from . import beta as _beta
 from .errors import ProtocolError, error_from, from_validation_error
 from .items import Item, ItemReference
-from .limits import MAX_APPEND_BYTES, MAX_EVENT_ID_CHARS, MAX_METADATA_PAIRS
+from .limits import MAX_APPEND_BYTES, MAX_EVENT_BYTES, MAX_EVENT_ID_CHARS, MAX_METADATA_PAIRS
 from .session import (
     AudioFormat,
     CustomVoice,
@@ -181,6 +181,9 @@ def parse_client_event(raw: str | bytes | Any, *, beta: bool = False) -> ClientE
     """Validate one client event (a JSON text, or an already decoded value)."""
     data = raw
     if isinstance(raw, (str, bytes, bytearray)):
+        if len(raw) > MAX_EVENT_BYTES:
+            return Invalid(error_from(ProtocolError(
+                "invalid_value", f"The event is larger than {MAX_EVENT_BYTES // (1024 * 1024)} MiB.")))
         try:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:

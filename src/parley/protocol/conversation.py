@@ -114,7 +114,7 @@ class Response:
     items: dict[str, Item] = field(default_factory=dict)
 
 
-def _s(value: Any) -> str | None:
+def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
@@ -311,11 +311,11 @@ class ConversationState:
             self._order.append(item.id)
 
     def _upsert(self, wire: dict[str, Any], previous: Any, explicit: bool, out: list[ch.Change]) -> Item | None:
-        item_id = _s(wire.get("id"))
+        item_id = _str(wire.get("id"))
         if not item_id:
             out.append(ch.InvalidEvent("an item without an id"))
             return None
-        prev = _s(previous)
+        prev = _str(previous)
         item = self._items.get(item_id)
         if item is None:
             item = Item(id=item_id, created_at=self._now)
@@ -344,13 +344,13 @@ class ConversationState:
 
     @staticmethod
     def _update(item: Item, data: dict[str, Any]) -> None:
-        kind = _s(data.get("type"))
+        kind = _str(data.get("type"))
         if kind:
             item.type = kind
-        status = _s(data.get("status"))
+        status = _str(data.get("status"))
         if status:
             item.status = status
-        role = _s(data.get("role"))
+        role = _str(data.get("role"))
         if role:
             item.role = role
         content = data.get("content")
@@ -368,10 +368,10 @@ class ConversationState:
             elif words and (item.completed or (not item.parts and item.role == "user")):
                 item.final_text = words
         for key in ("call_id", "name", "output"):
-            value = _s(data.get(key))
+            value = _str(data.get(key))
             if value is not None:
                 setattr(item, key, value)
-        arguments = _s(data.get("arguments"))
+        arguments = _str(data.get("arguments"))
         if arguments is not None and (arguments or not item.arguments):
             item.arguments = arguments
         if item.type == "message" and item.role == "user" and item.has_audio and item.status == "in_progress":
@@ -424,8 +424,8 @@ class ConversationState:
     def _error(self, event: ServerEvent, out: list[ch.Change]) -> None:
         err = event.get("error")
         err = err if isinstance(err, dict) else {}
-        out.append(ch.ErrorReceived(_s(err.get("code")), str(err.get("message") or ""), _s(err.get("param")),
-                                    _s(err.get("event_id")), _s(err.get("type"))))
+        out.append(ch.ErrorReceived(_str(err.get("code")), str(err.get("message") or ""), _str(err.get("param")),
+                                    _str(err.get("event_id")), _str(err.get("type"))))
 
     def _speech_started(self, event: ServerEvent, out: list[ch.Change]) -> None:
         start = event.get("audio_start_ms")
@@ -444,7 +444,7 @@ class ConversationState:
         item_id = event.item_id
         if not item_id:
             raise ValueError("no item_id")
-        previous = _s(event.get("previous_item_id"))
+        previous = _str(event.get("previous_item_id"))
         item = self._items.get(item_id)
         if item is None:
             item = Item(id=item_id, role="user", status="completed", has_audio=True, created_at=self._now,
@@ -476,7 +476,7 @@ class ConversationState:
         wire = event.get("item")
         if not isinstance(wire, dict):
             raise TypeError("'item' is not an object")
-        item = self.get(_s(wire.get("id")))
+        item = self.get(_str(wire.get("id")))
         if item is not None and item.truncated_ms is not None:
             # The server trims a cut answer's transcript to what was played: those are the words heard.
             item.heard = content_text(wire)
@@ -532,7 +532,7 @@ class ConversationState:
 
     def _response_created(self, event: ServerEvent, out: list[ch.Change]) -> None:
         resp = event.get("response")
-        rid = _s(resp.get("id")) if isinstance(resp, dict) else None
+        rid = _str(resp.get("id")) if isinstance(resp, dict) else None
         if not isinstance(resp, dict) or not rid:
             raise ValueError("a response without an id")
         out_of_band = "conversation_id" in resp and resp.get("conversation_id") is None
@@ -547,7 +547,7 @@ class ConversationState:
     def _response_item(self, event: ServerEvent, out: list[ch.Change], wire: dict[str, Any] | None = None
                        ) -> Item | None:
         """The item an output event is about: in the conversation, or of an out-of-band response."""
-        item_id = event.item_id or _s((wire or {}).get("id"))
+        item_id = event.item_id or _str((wire or {}).get("id"))
         if not item_id:
             return None
         rid = event.response_id
@@ -626,7 +626,7 @@ class ConversationState:
             raise ValueError("no item_id")
         item.type, item.role = "function_call", None
         for key in ("arguments", "name", "call_id"):
-            value = _s(event.get(key))
+            value = _str(event.get(key))
             if value is not None:
                 setattr(item, key, value)
         item.status = "completed"
@@ -636,8 +636,8 @@ class ConversationState:
         resp = event.get("response")
         if not isinstance(resp, dict):
             raise TypeError("'response' is not an object")
-        rid = _s(resp.get("id")) or ""
-        status = _s(resp.get("status")) or "completed"
+        rid = _str(resp.get("id")) or ""
+        status = _str(resp.get("status")) or "completed"
         response = self.responses.pop(rid, None)
         if response is None:  # a response this reader never saw start
             out_of_band = "conversation_id" in resp and resp.get("conversation_id") is None
@@ -646,7 +646,7 @@ class ConversationState:
         final = "completed" if status == "completed" else "incomplete"
         outputs = resp.get("output")
         for wire in outputs if isinstance(outputs, list) else []:
-            if not isinstance(wire, dict) or not _s(wire.get("id")):
+            if not isinstance(wire, dict) or not _str(wire.get("id")):
                 continue
             item = self._items.get(wire["id"]) or response.items.get(wire["id"])
             if item is None:

@@ -8,8 +8,8 @@ whole event stays under 15 MiB, so it is within either reading.
 from __future__ import annotations
 
 MAX_APPEND_BYTES = 15 * 1024 * 1024
-# The largest WebSocket message a session takes: one maximal append, base64-encoded, with room for
-# its envelope. Larger messages are refused as invalid events (the session goes on).
+# The largest client event a session reads: one maximal append, base64-encoded, with room for its
+# envelope. A larger one is an `error` event (the session goes on).
 MAX_EVENT_BYTES = MAX_APPEND_BYTES * 4 // 3 + 64 * 1024
 # A session's lifetime cap on OpenAI's GA service.
 MAX_SESSION_SECONDS = 60 * 60

@@ -257,7 +257,6 @@ class _Redact(logging.Filter):
 
 def run(host: str, port: int) -> None:
     """Run the server in the foreground (`parley serve`)."""
-    from parley.engine.app import WS_MAX_MESSAGE_BYTES
     from parley.util.serving import run_app
 
     try:
@@ -287,5 +286,5 @@ def run(host: str, port: int) -> None:
                 "url": f"{settings.upstream_url}"}[settings.upstream_kind]
     log.info("Parley server on http://%s:%d — upstream: %s; database: %s; auth: %s",
              host, port, upstream, db, settings.auth)
-    run_app(app, host=host, port=port, ws_max_size=WS_MAX_MESSAGE_BYTES + 1024, log_config=None,
+    run_app(app, host=host, port=port, log_config=None,
             log_level=settings.log_level.lower(), proxy_headers=settings.trust_forwarded_for, server_header=False)

@@ -24,6 +24,7 @@ from openai import AsyncOpenAI
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
 
 from parley.http.errors import ApiError
+from parley.protocol.limits import MAX_EVENT_BYTES
 
 from .errors import scrub
 from .metrics import Metrics
@@ -32,7 +33,6 @@ from .settings import ServerSettings
 log = logging.getLogger(__name__)
 
 LOCAL_BASE = "http://parley-engine.internal/v1"
-SIDEBAND_MAX_MESSAGE = 16 * 1024 * 1024
 
 # Seconds spent waiting for the upstream during the current request (for Server-Timing and the
 # "added latency" metric): the middleware puts a fresh list here per request.
@@ -237,7 +237,7 @@ class Upstream:
                                          "(set PARLEY_SELF_URL).", "upstream_error")
             ws = self_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
             client = client.with_options(websocket_base_url=f"{ws}/v1")
-        options = cast(Any, {"max_size": SIDEBAND_MAX_MESSAGE, "compression": None, "logger": _ws_logger,
+        options = cast(Any, {"max_size": MAX_EVENT_BYTES, "compression": None, "logger": _ws_logger,
                              "open_timeout": self.timeout, "close_timeout": 2})
         with self._timed("sideband"):
             try:

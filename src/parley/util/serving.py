@@ -14,6 +14,7 @@ from typing import Any
 import uvicorn
 
 from parley.http.malformed import JsonErrorsProtocol
+from parley.protocol.limits import MAX_EVENT_BYTES
 
 _DENIED = "ASGI callable returned without completing handshake."
 
@@ -40,12 +41,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_app(app: Any, *, host: str, port: int, ws_max_size: int, **options: Any) -> None:
+# WebSocket messages uvicorn takes: well above the protocol's own limit, so that the session, not
+# uvicorn, answers a message too large (with an error event; the session goes on).
+WS_MAX_SIZE = 2 * MAX_EVENT_BYTES
+
+
+def run_app(app: Any, *, host: str, port: int, **options: Any) -> None:
     """`uvicorn.run` as `parley serve` and `parley engine` run it: our JSON error for requests
-    uvicorn refuses itself, no spurious handshake ERRORs; `ws_max_size` above the app's own limit
-    so that the app, not uvicorn, answers a frame too large."""
+    uvicorn refuses itself, no spurious handshake ERRORs."""
     quiet_denied_handshakes()
-    uvicorn.run(app, host=host, port=port, http=JsonErrorsProtocol, ws_max_size=ws_max_size, **options)
+    uvicorn.run(app, host=host, port=port, http=JsonErrorsProtocol, ws_max_size=WS_MAX_SIZE, **options)
 
 
 @contextmanager
@@ -54,7 +59,7 @@ def serve_app(app: Any, *, host: str = "127.0.0.1", port: int | None = None,
     """Serve an ASGI app with uvicorn in a background thread, as `run_app` would; yields its base URL."""
     port = port or free_port()
     quiet_denied_handshakes()
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", ws_max_size=32 * 1024 * 1024,
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", ws_max_size=WS_MAX_SIZE,
                             lifespan="on", http=http)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)

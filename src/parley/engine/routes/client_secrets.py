@@ -11,21 +11,19 @@ from parley.http.body import JsonBodyRoute, read_json_object
 from parley.http.errors import ApiError
 from parley.protocol import ids
 from parley.protocol.beta import session_from_beta, session_to_beta
+from parley.protocol.limits import CLIENT_SECRET_TTL_DEFAULT, CLIENT_SECRET_TTL_SECONDS
 from parley.protocol.session import session_resource
 
 from .deps import EngineDep, StandardKey, session_config
 from .schemas import ERRORS, GA_SESSION
-
-SECRET_TTL_DEFAULT = 600
-SECRET_TTL_RANGE = (10, 7200)
 
 router = APIRouter(route_class=JsonBodyRoute, tags=["client secrets"])
 
 EXPIRES_AFTER = {
     "type": "object", "description": "How long the key lives, from its creation.",
     "properties": {"anchor": {"type": "string", "enum": ["created_at"]},
-                   "seconds": {"type": "integer", "minimum": SECRET_TTL_RANGE[0], "maximum": SECRET_TTL_RANGE[1],
-                               "default": SECRET_TTL_DEFAULT}},
+                   "seconds": {"type": "integer", "minimum": CLIENT_SECRET_TTL_SECONDS[0], "maximum": CLIENT_SECRET_TTL_SECONDS[1],
+                               "default": CLIENT_SECRET_TTL_DEFAULT}},
 }
 _BETA_CLIENT_SECRET = {"type": "object", "properties": {"expires_after": EXPIRES_AFTER}}
 
@@ -55,18 +53,18 @@ BETA_TRANSCRIPTION_BODY = _json_body({
 def secret_ttl(value: Any, param: str) -> int:
     """The key's lifetime in seconds from an `expires_after` object, or ApiError(400)."""
     if value is None:
-        return SECRET_TTL_DEFAULT
+        return CLIENT_SECRET_TTL_DEFAULT
     if not isinstance(value, dict):
         raise ApiError(400, f"Invalid type for '{param}': expected an object.", "invalid_type", param=param)
-    seconds = value.get("seconds", SECRET_TTL_DEFAULT)
+    seconds = value.get("seconds", CLIENT_SECRET_TTL_DEFAULT)
     if value.get("anchor", "created_at") != "created_at":
         raise ApiError(400, f"Invalid '{param}.anchor': only 'created_at' is supported.", "invalid_value",
                        param=f"{param}.anchor")
     if not isinstance(seconds, int) or isinstance(seconds, bool) or not (
-        SECRET_TTL_RANGE[0] <= seconds <= SECRET_TTL_RANGE[1]
+        CLIENT_SECRET_TTL_SECONDS[0] <= seconds <= CLIENT_SECRET_TTL_SECONDS[1]
     ):
-        raise ApiError(400, f"Invalid '{param}.seconds': expected an integer between {SECRET_TTL_RANGE[0]} and "
-                            f"{SECRET_TTL_RANGE[1]}.", "invalid_value", param=f"{param}.seconds")
+        raise ApiError(400, f"Invalid '{param}.seconds': expected an integer between {CLIENT_SECRET_TTL_SECONDS[0]} and "
+                            f"{CLIENT_SECRET_TTL_SECONDS[1]}.", "invalid_value", param=f"{param}.seconds")
     return seconds
 
 

@@ -13,15 +13,11 @@ from starlette.websockets import WebSocketDisconnect
 
 from parley.engine.engine import Engine, vad_ready
 from parley.engine.runtime import SessionRunner
-from parley.engine.session import Session
 from parley.engine.webrtc import Call
 from parley.http.bearer import bearer_token
 from parley.http.errors import ApiError, error_response
 from parley.protocol import events as ev
 from parley.protocol.session import RealtimeSessionConfig, SessionConfig, TranscriptionSessionConfig
-
-# A 15 MiB append is ~20 MiB of base64; frames above this are refused by the server.
-WS_MAX_MESSAGE_BYTES = 24 * 1024 * 1024
 
 router = APIRouter()
 
@@ -64,7 +60,7 @@ async def realtime(websocket: WebSocket) -> None:
         await websocket.send_text(json.dumps(event, separators=(",", ":")))
 
     await vad_ready()
-    session = Session(config)
+    session = engine.new_session(config)
     runner = engine.new_runner(session, send, beta=beta)
     await runner.start()
     closer = asyncio.create_task(_close_when_done(websocket, runner))
@@ -76,10 +72,7 @@ async def realtime(websocket: WebSocket) -> None:
             data = message.get("text")
             if data is None:
                 data = message.get("bytes") or b""
-            if len(data) > WS_MAX_MESSAGE_BYTES:
-                runner.feed("{}")  # reported as an invalid event, the session goes on
-                continue
-            runner.feed(data)
+            runner.feed(data)  # one too large is an error event (parley.protocol): the session goes on
     except WebSocketDisconnect:
         pass
     finally:

@@ -47,8 +47,3 @@ class Segmenter:
         piece = self._pending.strip()
         self._pending = ""
         return [piece] if piece else []
-
-
-def estimate_tokens(text: str) -> int:
-    """About four characters a token, as OpenAI's tokenizers average on English."""
-    return (len(text) + 3) // 4
