@@ -478,8 +478,11 @@ class ConversationState:
             raise TypeError("'item' is not an object")
         item = self.get(_str(wire.get("id")))
         if item is not None and item.truncated_ms is not None:
-            # The server trims a cut answer's transcript to what was played: those are the words heard.
-            item.heard = content_text(wire)
+            # Parley's engine trims a cut answer's transcript to what was played: the words heard.
+            # OpenAI documents removing it instead; then the estimate from the audio stands.
+            words = content_text(wire)
+            if words:
+                item.heard = words
         out.append(ch.ItemRetrieved(item, wire))
 
     def _truncated(self, event: ServerEvent, out: list[ch.Change]) -> None:

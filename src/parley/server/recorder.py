@@ -201,7 +201,7 @@ class Recorder:
             await self.store.update_item(self.call_id, item_id, status="truncated", audio_end_ms=change.audio_end_ms)
             self._stored[item_id] = (text, "truncated")
         if self.send is not None:
-            # The upstream trims the transcript to what was played: fetch it to record what was heard.
+            # The upstream's copy says what was heard (Parley's engine trims the transcript to it).
             await self.send({"type": "conversation.item.retrieve", "item_id": change.item_id})
 
     async def _retrieved(self, change: ch.ItemRetrieved) -> None:
