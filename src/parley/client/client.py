@@ -44,7 +44,7 @@ from parley.audio.formats import InputDecoder, normalize_format
 from parley.audio.pcm import float_to_pcm16
 from parley.client.audio_input import BYTES_PER_MS, AudioInput
 from parley.client.commands import Commands
-from parley.client.connection import Connection
+from parley.client.connection import Connection, _dig
 from parley.client.events import (
     Audio,
     Connected,
@@ -74,14 +74,6 @@ log = logging.getLogger("parley.client")
 __all__ = ["EventStream", "RealtimeClient", "ResponseHandle"]
 
 TransportKind = Literal["websocket", "webrtc"]
-
-
-def _dig(data: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(data, dict):
-            return None
-        data = data.get(key)
-    return data
 
 
 class RealtimeClient(Commands):
