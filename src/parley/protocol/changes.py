@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from .conversation import Item, Response
+    from .records import Item, Response
 
 
 @dataclass(frozen=True, slots=True)
