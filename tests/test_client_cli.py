@@ -146,3 +146,21 @@ def test_calls_list_show_export(tmp_path: Path) -> None:
         assert {"format": "markdown"} in queries and {"format": "json"} in queries
     unreachable = runner.invoke(app, ["calls", "list", "--base-url", "http://127.0.0.1:9"])
     assert unreachable.exit_code == 1 and "cannot reach" in unreachable.output
+
+
+def test_talk_and_transcribe_on_parley_serve_without_a_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no key anywhere, the CLI gets a short-lived one from the server's /api/session."""
+    from server_helpers import make_settings, running_server
+
+    monkeypatch.delenv("PARLEY_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with running_server(make_settings(tmp_path, max_concurrent_calls=10)) as server:
+        result = runner.invoke(app, ["talk", "--text", "--base-url", server], input="Hi, my bill is too high.\n")
+        assert result.exit_code == 0, result.output
+        assert "assistant:" in result.output and "1 responses" in result.output
+        sentence = "Can you remind me when the meeting is?"
+        result = runner.invoke(app, ["transcribe", str(speech_wav(tmp_path, sentence)), "--speed", "4",
+                                     "--base-url", server])
+        assert result.exit_code == 0, result.output
+        lines = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+        assert lines and wer(sentence, " ".join(line["text"] for line in lines)) <= 0.4, result.output

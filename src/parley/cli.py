@@ -60,8 +60,7 @@ def copilot(
     base = (base_url or os.environ.get("PARLEY_BASE_URL") or "http://127.0.0.1:8000").rstrip("/")
     if not base.endswith("/v1"):
         base += "/v1"
-    asyncio.run(run_copilot(base_url=base, api_key=api_key or os.environ.get("PARLEY_API_KEY") or "sk-local",
-                            mic=mic, speaker=speaker, speed=speed))
+    asyncio.run(run_copilot(base_url=base, api_key=api_key, mic=mic, speaker=speaker, speed=speed))
 
 
 def _register_client_commands() -> None:

@@ -8,8 +8,9 @@
 
 They talk to the Parley server on http://127.0.0.1:8000 by default (`--base-url`, or
 `PARLEY_BASE_URL`); `parley engine` alone listens on :8001. The key comes from `--api-key`,
-else `PARLEY_API_KEY`, else `OPENAI_API_KEY` when the URL is OpenAI's, else "sk-local" (the
-local engine accepts any key unless it was given a list).
+else `PARLEY_API_KEY`, else `OPENAI_API_KEY` when the URL is OpenAI's; with none, a placeholder
+the local engine accepts ("sk-local"), and on the Parley server, which refuses it, a short-lived
+key from its /api/session.
 """
 
 from __future__ import annotations
@@ -37,15 +38,23 @@ def _base_url(base_url: str | None, url: str | None) -> str | None:
     return base_url or os.environ.get("PARLEY_BASE_URL") or DEFAULT_BASE_URL
 
 
-def _api_key(api_key: str | None, base_url: str | None, url: str | None) -> str:
+def credentials(api_key: str | None, base_url: str | None, url: str | None = None,
+                persona: str | None = None) -> dict[str, Any]:
+    """RealtimeClient's key arguments: `api_key`, else `PARLEY_API_KEY`, else `OPENAI_API_KEY` for
+    OpenAI's URL; with none of them a placeholder ("sk-local", which `parley engine` takes) and,
+    for a Parley server that refuses it, a short-lived key from its /api/session for `persona`."""
     if api_key:
-        return api_key
+        return {"api_key": api_key}
     if os.environ.get("PARLEY_API_KEY"):
-        return os.environ["PARLEY_API_KEY"]
+        return {"api_key": os.environ["PARLEY_API_KEY"]}
     host = urlsplit(url or base_url or "").hostname or ""
     if host.endswith("openai.com") and os.environ.get("OPENAI_API_KEY"):
-        return os.environ["OPENAI_API_KEY"]
-    return "sk-local"
+        return {"api_key": os.environ["OPENAI_API_KEY"]}
+    if url is not None or base_url is None:
+        return {"api_key": "sk-local"}
+    from parley.client.keys import server_key_provider
+
+    return {"api_key": "sk-local", "key_provider": server_key_provider(base_url, persona=persona)}
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -143,7 +152,7 @@ def _talk_session(instructions: str | None, voice: str | None, text_only: bool, 
     return session
 
 
-async def _talk(*, url: str | None, base_url: str | None, api_key: str, model: str | None, transport: str,
+async def _talk(*, url: str | None, base_url: str | None, keys: dict[str, Any], model: str | None, transport: str,
                 text_mode: bool, wav: Path | None, instructions: str | None, voice: str | None,
                 out_wav: Path | None, speed: float, timeout: float, speak: bool, transcribe_model: str) -> int:
     from parley.client import AudioPlayer, RealtimeClient, sounddevice_available
@@ -156,7 +165,7 @@ async def _talk(*, url: str | None, base_url: str | None, api_key: str, model: s
     player = AudioPlayer("sounddevice") if play and transport == "websocket" else None
     view = _Transcript()
     received: list[bytes] = []
-    client = RealtimeClient(url, base_url=base_url, api_key=api_key, model=model,
+    client = RealtimeClient(url, base_url=base_url, **keys, model=model,
                             transport=transport,  # type: ignore[arg-type]
                             session=_talk_session(instructions, voice, text_mode and not speak, not text_mode,
                                                   transcribe_model),
@@ -255,7 +264,7 @@ def _is_loopback(url: str | None) -> bool:
 
 
 async def _transcribe(*, sources: list[str], labels: list[str], url: str | None, base_url: str | None,
-                      api_key: str, model: str, language: str | None, speed: float, timeout: float,
+                      keys: dict[str, Any], model: str, language: str | None, speed: float, timeout: float,
                       transport: str) -> int:
     from parley.client import ConnectionManager
 
@@ -269,7 +278,7 @@ async def _transcribe(*, sources: list[str], labels: list[str], url: str | None,
         transcription["language"] = language
     config = {"audio": {"input": {"transcription": transcription,
                                   "turn_detection": {"type": "server_vad", "silence_duration_ms": 500}}}}
-    manager = ConnectionManager(url=url, base_url=base_url, api_key=api_key, transport=transport)
+    manager = ConnectionManager(url=url, base_url=base_url, **keys, transport=transport)
     started = time.monotonic()
     pending: dict[str, set[str]] = {n: set() for n in names}
     last_event = [time.monotonic()]
@@ -417,8 +426,7 @@ def register(app: typer.Typer) -> None:
         if text and wav is not None:
             _fail("use --text or --wav, not both")
         base = _base_url(base_url, url)
-        key = _api_key(api_key, base, url)
-        code = asyncio.run(_talk(url=url, base_url=base, api_key=key, model=model, transport=transport,
+        code = asyncio.run(_talk(url=url, base_url=base, keys=credentials(api_key, base, url), model=model, transport=transport,
                                  text_mode=text, wav=wav, instructions=instructions, voice=voice, out_wav=out_wav,
                                  speed=speed, timeout=timeout, speak=speak, transcribe_model=transcribe_model))
         raise typer.Exit(code)
@@ -439,8 +447,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Transcribe one or two audio sources (each on its own transcription session) to JSON lines."""
         base = _base_url(base_url, url)
-        key = _api_key(api_key, base, url)
-        code = asyncio.run(_transcribe(sources=sources, labels=list(label), url=url, base_url=base, api_key=key,
+        # on a Parley server: keys for its transcription-only persona
+        keys = credentials(api_key, base, url, persona="copilot/speaker")
+        code = asyncio.run(_transcribe(sources=sources, labels=list(label), url=url, base_url=base, keys=keys,
                                        model=model, language=language, speed=speed, timeout=timeout,
                                        transport=transport))
         raise typer.Exit(code)

@@ -29,16 +29,18 @@ def default_answerer() -> Answerer:
     return LocalAnswerer()
 
 
-async def run_copilot(*, base_url: str, api_key: str, mic: str, speaker: str, answerer: Answerer | None = None,
+async def run_copilot(*, base_url: str, api_key: str | None, mic: str, speaker: str, answerer: Answerer | None = None,
                       out: TextIO = sys.stdout, speed: float = 1.0, settle_s: float = 3.0) -> list[dict[str, Any]]:
     """Run until both sources end (files) or Ctrl-C (devices); returns the timeline, also printed as JSON lines."""
     from parley.client import ConnectionManager
-    from parley.client.cli import feed_source
+    from parley.client.cli import credentials, feed_source
 
     answerer = answerer or default_answerer()
-    manager = ConnectionManager(base_url=base_url, api_key=api_key)
-    manager.add("mic", session=mic_session())
-    manager.add("speaker", intent="transcription", session=speaker_session())
+    manager = ConnectionManager(base_url=base_url)
+    # Each connection its own keys: on a Parley server, short-lived ones for its copilot personas.
+    manager.add("mic", session=mic_session(), **credentials(api_key, base_url, persona="copilot/mic"))
+    manager.add("speaker", intent="transcription", session=speaker_session(),
+                **credentials(api_key, base_url, persona="copilot/speaker"))
     manager.inject("speaker", into="mic", template=THEM_LABEL + " {text}", respond=True)
     lines: list[Line] = []
     timeline: list[dict[str, Any]] = []
