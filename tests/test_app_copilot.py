@@ -7,8 +7,9 @@ captureStream() playing the other party's WAV: the page's capture code runs unch
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +21,7 @@ from parley.engine.speech.wer import wer
 from parley.server.app import create_app
 from parley.server.settings import ServerSettings
 from parley.util.serving import serve_app
+from server_helpers import eventually
 from speechfixtures import speech_wav
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -50,6 +52,10 @@ def display_media_from(wav: Path) -> str:
     """.replace("WAV", data)
 
 
+async def _first(page: Any, kind: str, good: Callable[[str], bool]) -> str | None:
+    return next((t for t in await page.evaluate(rows(kind)) if len(t) > 10 and good(t)), None)
+
+
 def rows(kind: str) -> str:
     return f"[...document.querySelectorAll('#timeline .bubble[data-kind=\"{kind}\"] .text')].map(t => t.textContent)"
 
@@ -76,11 +82,15 @@ async def test_copilot_two_streams(server: str, tmp_path: Path) -> None:
           });
         })()""")
 
-        heard = await until(page, f"{rows('them')}.filter(t => t.length > 10)[0]", 30, context=TIMELINE)
-        assert wer(QUESTION, heard) <= 0.5, heard
-        quick = await until(page, f"{rows('aux')}.filter(t => t.length > 10)[0]", 30, context=TIMELINE)
+        # Chromium loops their WAV (every ~14 s): a first hearing cut by the start of the call, or
+        # misheard on a loaded machine, is followed by another one
+        try:
+            await eventually(lambda: _first(page, "them", lambda t: wer(QUESTION, t) <= 0.5), timeout=45)
+        except TimeoutError:
+            raise AssertionError(f"never heard well: {await page.evaluate(rows('them'))}") from None
         # the mic assistant answered what the OTHER party asked: the injection works
-        assert quick.startswith("Load balancer"), quick
+        quick = await eventually(lambda: _first(page, "aux", lambda t: t.startswith("Load balancer")), timeout=30)
+        assert quick is not None
         main = await until(page, "(() => { const m = document.querySelector('#timeline .bubble[data-kind=\"main\"]'); "
                                  "return m && !m.classList.contains('thinking') ? m.textContent : null; })()", 30)
         assert "Offline answerer" in main and "load balancer" in main.lower()
