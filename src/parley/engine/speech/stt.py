@@ -224,8 +224,10 @@ class Transcriber:
         reject_logprob: float = -0.7,
         compression_ratio_threshold: float = 2.4,
         temperatures: tuple[float, ...] = (0.0, 0.4),
+        beam_size: int = 1,
     ) -> None:
         self.encoder_window_s = encoder_window_s
+        self.beam_size = beam_size
         self.silence_gate_dbfs = silence_gate_dbfs
         self.quiet_dbfs = quiet_dbfs
         self.no_speech_threshold = no_speech_threshold
@@ -273,7 +275,7 @@ class Transcriber:
                     audio,
                     language=language,
                     initial_prompt=prompt or None,
-                    beam_size=1,
+                    beam_size=self.beam_size,
                     temperature=list(self.temperatures),
                     condition_on_previous_text=False,
                     without_timestamps=True,
