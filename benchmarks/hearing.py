@@ -538,6 +538,7 @@ def main() -> None:
     parser.add_argument("--diagnose", action="store_true", help="where words are lost (tuning two-thirds only)")
     parser.add_argument("--prompt", default=None, help="the session's audio.input.transcription.prompt")
     parser.add_argument("--turns", type=int, default=None, help="latency turns per silence window (default 20)")
+    parser.add_argument("--latency-only", action="store_true", help="only (c), e.g. to compare two builds interleaved")
     parser.add_argument("--limit", type=int, default=None, help="only the first N utterances (a smoke test)")
     parser.add_argument("--show-errors", action="store_true", help="list tuning clips heard worse than the ceiling")
     args = parser.parse_args()
@@ -560,12 +561,16 @@ def main() -> None:
           f"({sum(p.clip.utterance.held_out for p in prepared)} clips held out), "
           f"{sum(p.heard.size for p in prepared) / SAMPLE_RATE / 60:.1f} min of audio; prepared in "
           f"{time.perf_counter() - t0:.0f} s", flush=True)
-    t1 = time.perf_counter()
-    ceiling = ceiling_pass(prepared, args.prompt)
-    print(f"(b) ceiling in {time.perf_counter() - t1:.0f} s", flush=True)
     turns = args.turns or (8 if args.quick or args.limit else 20)
     clean = [p for p in prepared if p.clip.condition == "clean"]
     latency_clips = random.Random(SEED).sample(clean, min(turns, len(clean)))
+    if args.latency_only:
+        with serve_app(create_app(Engine(EngineSettings()))) as url:
+            print_latency([asyncio.run(latency_pass(url, latency_clips, w, args.prompt)) for w in (200, 500)])
+        return
+    t1 = time.perf_counter()
+    ceiling = ceiling_pass(prepared, args.prompt)
+    print(f"(b) ceiling in {time.perf_counter() - t1:.0f} s", flush=True)
     with serve_app(create_app(Engine(EngineSettings()))) as url:
         t1 = time.perf_counter()
         realtime = asyncio.run(realtime_pass(url, prepared, args.prompt))
