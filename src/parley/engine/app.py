@@ -28,7 +28,7 @@ from starlette.websockets import WebSocketDisconnect
 from parley.engine.models import LocalSpeech
 from parley.engine.responders.base import Responder
 from parley.engine.runtime import SessionRunner, Speech
-from parley.engine.session import Session
+from parley.engine.session import Session, check_transcription
 from parley.engine.speech import vad
 from parley.engine.webrtc import Call, pin_host_addresses
 from parley.protocol import ids
@@ -281,6 +281,7 @@ def create_app(engine: Engine | None = None) -> FastAPI:
             return ttl
         try:
             config = parse_session(body.get("session") or {"type": "realtime"})
+            check_transcription(config)
         except ProtocolError as exc:
             return openai_error(400, exc.message, code=exc.code, param=exc.param)
         secret = engine.mint_secret(config, ttl)
@@ -299,6 +300,7 @@ def create_app(engine: Engine | None = None) -> FastAPI:
             return ttl
         try:
             config = parse_session(session_from_beta(body, kind=kind))
+            check_transcription(config)
         except ProtocolError as exc:
             return openai_error(400, exc.message, code=exc.code, param=exc.param)
         secret = engine.mint_secret(config, ttl)
@@ -328,6 +330,7 @@ def create_app(engine: Engine | None = None) -> FastAPI:
         try:
             if session_part is not None:
                 config = parse_session(session_part)
+                check_transcription(config)
             elif secret is not None:
                 config = secret.config
             else:

@@ -22,6 +22,7 @@ from parley.audio.formats import InputDecoder, OutputEncoder
 from parley.audio.levels import loud_until
 from parley.audio.pcm import SAMPLE_RATE, FloatArray
 from parley.engine.responders.base import ResponseRequest
+from parley.engine.speech import stt
 from parley.engine.speech.vad import VadStream
 from parley.engine.text import estimate_tokens
 from parley.protocol import events as ev
@@ -76,6 +77,25 @@ MAX_BUFFER_MS = 15 * 60 * 1000
 KEEP_FINISHED_RESPONSES = 16
 # semantic_vad has no language model here; eagerness picks a silence window instead.
 SEMANTIC_SILENCE_MS = {"low": 1_200, "medium": 700, "auto": 700, "high": 400}
+
+
+def check_transcription(config: SessionConfig, param: str = "session") -> None:
+    """Refuse, as OpenAI refuses a value it does not support, a transcription language the local
+    STT model cannot do: it would only guess English words for the speech."""
+    tr = config.audio.input.transcription
+    if tr is None:
+        return
+    asked = [(tr.language, f"{param}.audio.input.transcription.language")] if tr.language else []
+    asked += [(code, f"{param}.audio.input.transcription.languages[{i}]") for i, code in enumerate(tr.languages or [])]
+    for code, where in asked:
+        if code.strip().lower().split("-")[0] not in stt.LANGUAGES:
+            supported = ", ".join(f"'{c}'" for c in sorted(stt.LANGUAGES))
+            raise ProtocolError(
+                "invalid_value",
+                f"Invalid value: {code!r}. Supported values are: {supported} (the local engine transcribes "
+                f"with {stt.MODEL_NAME}, which knows no other language).",
+                where,
+            )
 
 
 # -- effects: work the driver carries out and reports back ------------------------------------
@@ -316,6 +336,7 @@ class Session:
         # OpenAI refuses a new voice once the assistant has spoken; the local engine allows it, so
         # that a hand-over (Sarah -> Marco) is heard as a different person.
         new = merge_session(self.config, patch)
+        check_transcription(new)
         old_formats = (self._input_format(), self._output_format())
         self.config = new
         if self._input_format() != old_formats[0]:

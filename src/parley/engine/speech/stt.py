@@ -31,6 +31,10 @@ from parley.audio.pcm import FloatArray
 
 #: Whisper's input rate.
 STT_RATE: Final = 16000
+#: The packaged model, and the languages it transcribes: tiny.en knows only English (faster-whisper
+#: would take any `language` and quietly decode English anyway).
+MODEL_NAME: Final = "whisper tiny.en"
+LANGUAGES: Final[frozenset[str]] = frozenset({"en"})
 _FRAMES_PER_SECOND: Final = 100  # whisper mel frames (10 ms hop)
 _MAX_FRAMES: Final = 3000  # the 30 s window whisper was trained on
 
