@@ -63,7 +63,7 @@ from parley.audio.formats import InputDecoder
 from parley.audio.levels import loud_until
 from parley.audio.pcm import SAMPLE_RATE, FloatArray, float_to_int16, float_to_pcm16, pcm16_to_float
 from parley.audio.resample import StreamResampler, resample
-from parley.engine.speech.stt import STT_RATE, Transcriber
+from parley.engine.speech.stt import STT_RATE, Transcriber, Transcript
 from parley.engine.speech.tts import VoiceSpec, _get_engine
 from parley.engine.speech.wer import edit_distance
 
@@ -480,6 +480,29 @@ def capture(p: Prepared, window_ms: int = 500) -> Turn:
     return Turn([last[i] for i in order], [c if c is not None else np.zeros(0, np.float32) for c in committed])
 
 
+def doubt(transcripts: list[Transcript]) -> float:
+    """How unsure the decoder was of a turn: its lowest segment log-probability (-inf: nothing)."""
+    scores = [s.avg_logprob for t in transcripts for s in t.segments if s.text]
+    return min(scores) if scores else float("-inf")
+
+
+def gated_second_pass(prepared: Sequence[Prepared], results: dict[str, dict[str, list[Transcript]]]) -> None:
+    """What a second, better pass would gain if it replaced the first only when the first was
+    unsure (avg log-prob below a threshold), and how many turns would wait for it."""
+    fast = results["the engine as it runs: speculative cut, 15 s window, beam 1"]
+    print("a second pass only when the first is unsure (log-prob below t): WER / turns waiting for it")
+    for label in ("beam 5", "full window and beam 5", "the committed turn (silence window included)"):
+        if label not in results:
+            continue
+        cells = []
+        for t in (-0.2, -0.3, -0.4, -0.5, -0.6, -0.8):
+            pick = {n: results[label][n] if doubt(fast[n]) < t else fast[n] for n in fast}
+            waiting = sum(doubt(fast[n]) < t for n in fast) / len(fast)
+            figure = wer_of((p.text, " ".join(r.text for r in pick[p.clip.name])) for p in prepared)
+            cells.append(f"{t:+.1f}: {figure:5.1%} {waiting:4.0%}")
+        print(f"  {label[:30]:30s} " + "  ".join(cells), flush=True)
+
+
 def diagnose(prepared: Sequence[Prepared], prompt: str | None) -> None:
     assert not any(p.clip.utterance.held_out for p in prepared), "the held-out third is never used for tuning"
     rt = Transcriber(encoder_window_s=15)
@@ -489,26 +512,31 @@ def diagnose(prepared: Sequence[Prepared], prompt: str | None) -> None:
     turns = {p.clip.name: capture(p) for p in prepared}
     after_ms = 64 * SAMPLE_RATE // 1000
 
-    def run(label: str, tr: Transcriber, audio: Callable[[Prepared, Turn], list[FloatArray]],
-            only: Callable[[Prepared], bool] = lambda p: True, quality: str = "HQ") -> None:
-        chosen = [p for p in prepared if only(p)]
-        t0 = time.perf_counter()
-        pairs = [(p.text, " ".join(tr.transcribe(to_16k(a, quality), prompt, "en").text
-                                   for a in audio(p, turns[p.clip.name]) if a.size)) for p in chosen]
-        print(f"  {label:58s} {wer_of(pairs):6.1%}  ({len(chosen)} clips, {time.perf_counter() - t0:4.0f} s)",
-              flush=True)
+    results: dict[str, dict[str, list[Transcript]]] = {}
 
-    print(f"where the words are lost, on the tuning two-thirds ({len(prepared)} clips):")
+    def run(label: str, tr: Transcriber, audio: Callable[[Prepared, Turn], list[FloatArray]],
+            quality: str = "HQ") -> None:
+        t0 = time.perf_counter()
+        got = results[label.strip()] = {
+            p.clip.name: [tr.transcribe(to_16k(a, quality), prompt, "en") for a in audio(p, turns[p.clip.name]) if a.size]
+            for p in prepared}
+        figure = wer_of((p.text, " ".join(r.text for r in got[p.clip.name])) for p in prepared)
+        print(f"  {label:58s} {figure:6.1%}  ({time.perf_counter() - t0:4.0f} s)", flush=True)
+
+    print(f"where the words are lost, on the tuning two-thirds ({len(prepared)} clips), one change at a time:")
     run("the engine as it runs: speculative cut, 15 s window, beam 1", rt, lambda p, t: t.jobs)
-    run("  the speculative cut, full 30 s window", full, lambda p, t: t.jobs)
-    run("  the speculative cut, beam 5", rt5, lambda p, t: t.jobs)
-    run("  the speculative cut, full window and beam 5", best, lambda p, t: t.jobs)
+    run("  beam 5", rt5, lambda p, t: t.jobs)
+    run("  no temperature fallback (greedy only)", Transcriber(encoder_window_s=15, temperatures=(0.0,)),
+        lambda p, t: t.jobs)
     run("  the cut plus the 64 ms after it (no end trimming)", rt,
         lambda p, t: [c[: j.size + after_ms] for j, c in zip(t.jobs, t.committed, strict=True)])
     run("  the committed turn (silence window included)", rt, lambda p, t: t.committed)
-    run("  the whole clip (no VAD), 15 s window, beam 1", rt, lambda p, t: [p.heard])
+    run("  full 30 s window", full, lambda p, t: t.jobs)
+    run("  full window and beam 5", best, lambda p, t: t.jobs)
+    run("  the whole clip instead of the VAD's turn", rt, lambda p, t: [p.heard])
     run("  the 24 -> 16 kHz step at VHQ", rt, lambda p, t: t.jobs, quality="VHQ")
     run("ceiling: the whole clip, full window, beam 5", best, lambda p, t: [p.heard])
+    gated_second_pass(prepared, results)
     opus = [p for p in prepared if p.clip.condition == "opus32"]
     if opus:
         print(f"the microphone path, on the Opus clips ({len(opus)}):")

@@ -9,14 +9,19 @@ word exactly.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
+import numpy as np
 import openai
 import pytest
 from openai import AsyncOpenAI
 
-from parley.engine.session import Transcribe
+from parley.apps.scenarios import get_persona
+from parley.engine.responders.base import TextDelta
+from parley.engine.responders.scenario import ScenarioResponder
+from parley.engine.session import StartResponse, Transcribe
 from parley.engine.speech import stt
-from speechfixtures import speech_pcm24k
+from speechfixtures import silence, speech_pcm24k
 from test_engine_session import Harness, Mic, error_of, is_type, make, only, types
 
 __all__ = ["make"]  # the fixture
@@ -113,3 +118,95 @@ async def test_a_language_the_model_lacks_is_refused_through_the_sdk(engine_url:
         event = await conn.recv()
         assert event.type == "error"
         assert (event.error.code, event.error.param) == ("invalid_value", "session.audio.input.transcription.language")
+
+
+# -- a careful pass when the quick one was unsure ---------------------------------------------
+
+HEARD_QUICKLY = "Can I speak to your super minor?"
+HEARD_CAREFULLY = "Can I speak to your supervisor?"
+
+
+async def answer(start: StartResponse) -> str:
+    """What the engine's scripted responder (Sarah) says to the request the session built."""
+    chunks = [c async for c in ScenarioResponder().respond(start.request)]
+    return "".join(c.text for c in chunks if isinstance(c, TextDelta))
+
+
+async def test_an_unsure_quick_transcript_is_replaced_by_the_careful_pass(make: Callable[..., Harness]) -> None:
+    h = make({**transcription(language="en"), "instructions": get_persona("negotiator/sarah").instructions})
+    mic = Mic(h, speech_pcm24k("Can I speak to your supervisor", tail_silence_ms=1500))
+    quick = only(mic.until(is_type("Transcribe")), "Transcribe")
+    assert not quick.careful
+    # the quick pass in the silence window doubts a word: the session asks for a careful pass of
+    # the same audio and says nothing yet
+    h.s.transcription_result(quick.item_id, quick.attempt, HEARD_QUICKLY, sure=False)
+    out = h.take()
+    careful = only(out, "Transcribe")
+    assert types(out) == ["Transcribe"]
+    assert careful.careful and (careful.item_id, careful.attempt) == (quick.item_id, quick.attempt)
+    assert careful.audio is quick.audio and (careful.prompt, careful.language) == (quick.prompt, quick.language)
+    # the turn ends while the careful pass runs: the response waits for its words
+    got = mic.until(is_type("input_audio_buffer.speech_stopped"))
+    assert "StartResponse" not in types(got)
+    assert "conversation.item.input_audio_transcription.completed" not in types(got)
+    h.s.transcription_result(careful.item_id, careful.attempt, HEARD_CAREFULLY)
+    out = h.take()
+    assert types(out) == ["conversation.item.input_audio_transcription.delta",
+                          "conversation.item.input_audio_transcription.completed",
+                          "conversation.item.done", "StartResponse"]
+    assert out[1]["transcript"] == HEARD_CAREFULLY
+    assert out[2]["item"]["content"][0]["transcript"] == HEARD_CAREFULLY
+    start = out[3]
+    assert start.request.items[-1]["content"][0]["transcript"] == HEARD_CAREFULLY
+    # the responder answers the final words: Sarah hands over to her supervisor (to the quick
+    # pass's words she would have said she did not get that)
+    reply = await answer(start)
+    assert "Marco" in reply
+    assert "Marco" not in await answer(replace(start, request=replace(start.request, items=[
+        {**start.request.items[-1], "content": [{"type": "input_audio", "transcript": HEARD_QUICKLY}]}])))
+
+
+def test_a_sure_quick_transcript_is_final(make: Callable[..., Harness]) -> None:
+    h = make(transcription())
+    mic = Mic(h, speech_pcm24k(PHRASE, tail_silence_ms=1500))
+    quick = only(mic.until(is_type("Transcribe")), "Transcribe")
+    h.s.transcription_result(quick.item_id, quick.attempt, PHRASE, sure=True)
+    assert h.take() == []
+    got = mic.until(is_type("StartResponse"))
+    assert only(got, "conversation.item.input_audio_transcription.completed")["transcript"] == PHRASE
+    assert "Transcribe" not in types(got)
+
+
+def test_a_failed_careful_pass_leaves_the_quick_words(make: Callable[..., Harness]) -> None:
+    h = make(transcription())
+    got = Mic(h, speech_pcm24k(PHRASE, tail_silence_ms=1500)).until(is_type("input_audio_buffer.speech_stopped"))
+    quick = only(got, "Transcribe")
+    h.s.transcription_result(quick.item_id, quick.attempt, PHRASE, sure=False)
+    careful = only(h.take(), "Transcribe")
+    h.s.transcription_result(careful.item_id, careful.attempt, None, error="the model failed")
+    out = h.take()
+    assert only(out, "conversation.item.input_audio_transcription.completed")["transcript"] == PHRASE
+    assert "StartResponse" in types(out)
+
+
+def test_speech_resuming_drops_the_careful_pass(make: Callable[..., Harness]) -> None:
+    h = make({"audio": {"input": {"transcription": {"model": "whisper-1"},
+                                  "turn_detection": {"type": "server_vad", "silence_duration_ms": 900}}}})
+    first = speech_pcm24k("I would like to book a table", tail_silence_ms=0)
+    second = speech_pcm24k("for two people tonight", lead_silence_ms=0, tail_silence_ms=1500)
+    mic = Mic(h, np.concatenate([first, silence(450), second]))
+    quick = only(mic.until(is_type("Transcribe")), "Transcribe")
+    h.s.transcription_result(quick.item_id, quick.attempt, "I would like to book a", sure=False)
+    stale = only(h.take(), "Transcribe")
+    assert stale.careful
+    got = mic.until(is_type("input_audio_buffer.speech_stopped"))
+    fresh = [o for o in got if isinstance(o, Transcribe)][-1]
+    assert fresh.attempt > stale.attempt and not fresh.careful
+    h.s.transcription_result(stale.item_id, stale.attempt, "I would like to book a table")  # too late: ignored
+    assert h.take() == []
+    h.s.transcription_result(fresh.item_id, fresh.attempt, "I would like to book a table for two people tonight")
+    out = h.take()
+    assert types(out) == ["conversation.item.input_audio_transcription.delta",
+                          "conversation.item.input_audio_transcription.completed",
+                          "conversation.item.done", "StartResponse"]
+    assert out[1]["transcript"].endswith("tonight")

@@ -54,6 +54,8 @@ def default_cpu_threads() -> int:
 
 
 DEFAULT_ENCODER_WINDOW_S = 15.0
+#: Below this average log-probability in a segment, the quick pass is not sure (see careful_transcriber).
+SURE_LOGPROB = -0.5
 
 
 def default_encoder_window_s() -> float | None:
@@ -154,6 +156,9 @@ class Transcript:
     processing_s: float = 0.0
     #: Why text was suppressed by the hallucination guard, if it was.
     dropped: str | None = field(default=None)
+    #: False when the decoder was unsure of a word (see Transcriber.sure_logprob): a careful pass
+    #: is worth its time.
+    sure: bool = True
 
 
 # ---------------------------------------------------------------- hallucination guard
@@ -229,9 +234,12 @@ class Transcriber:
         compression_ratio_threshold: float = 2.4,
         temperatures: tuple[float, ...] = (0.0, 0.4),
         beam_size: int = 1,
+        sure_logprob: float | None = None,
     ) -> None:
         self.encoder_window_s = encoder_window_s
         self.beam_size = beam_size
+        # A transcript with a segment below this average log-probability is not `sure`.
+        self.sure_logprob = sure_logprob
         self.silence_gate_dbfs = silence_gate_dbfs
         self.quiet_dbfs = quiet_dbfs
         self.no_speech_threshold = no_speech_threshold
@@ -317,7 +325,8 @@ class Transcriber:
         if text and is_known_hallucination(text) and self._doubtful(kept, level):
             reasons.append(f"{text!r}: known hallucination")
             text = ""
-        return Transcript(text, duration, segments, elapsed, "; ".join(reasons) or None)
+        sure = self.sure_logprob is None or not text or min(s.avg_logprob for s in kept) >= self.sure_logprob
+        return Transcript(text, duration, segments, elapsed, "; ".join(reasons) or None, sure)
 
     def _doubtful(self, segs: list[Segment], level: float) -> bool:
         """Evidence that a stock phrase was invented: quiet input or a decoder that thinks there
@@ -355,13 +364,23 @@ class Transcriber:
 
 
 _default: Transcriber | None = None
+_careful: Transcriber | None = None
 
 
 def default_transcriber() -> Transcriber:
+    """The quick pass every turn gets (see Transcriber): it says when it is not `sure`."""
     global _default
     if _default is None:
-        _default = Transcriber(encoder_window_s=default_encoder_window_s())
+        _default = Transcriber(encoder_window_s=default_encoder_window_s(), sure_logprob=SURE_LOGPROB)
     return _default
+
+
+def careful_transcriber() -> Transcriber:
+    """The second pass a turn gets when the quick one was unsure: whisper's full window, beam 5."""
+    global _careful
+    if _careful is None:
+        _careful = Transcriber(encoder_window_s=None, beam_size=5)
+    return _careful
 
 
 async def transcribe_async(
