@@ -584,18 +584,21 @@ def main() -> None:
     from parley.engine.app import Engine, EngineSettings, create_app
     from parley.util.serving import serve_app
 
-    prepared = prepare_all(clips(quick=args.quick, limit=args.limit))
+    chosen = clips(quick=args.quick, limit=args.limit)
+    turns = args.turns or (8 if args.quick or args.limit else 20)
+    clean = [c for c in chosen if c.condition == "clean"]
+    timed = random.Random(SEED).sample(clean, min(turns, len(clean)))
+    if args.latency_only:
+        with serve_app(create_app(Engine(EngineSettings()))) as url:
+            print_latency([asyncio.run(latency_pass(url, prepare_all(timed), w, args.prompt)) for w in (200, 500)])
+        return
+    prepared = prepare_all(chosen)
+    by_name = {p.clip.name: p for p in prepared}
+    latency_clips = [by_name[c.name] for c in timed]
     print(f"{len(prepared)} clips of {len({p.clip.utterance.id for p in prepared})} utterances "
           f"({sum(p.clip.utterance.held_out for p in prepared)} clips held out), "
           f"{sum(p.heard.size for p in prepared) / SAMPLE_RATE / 60:.1f} min of audio; prepared in "
           f"{time.perf_counter() - t0:.0f} s", flush=True)
-    turns = args.turns or (8 if args.quick or args.limit else 20)
-    clean = [p for p in prepared if p.clip.condition == "clean"]
-    latency_clips = random.Random(SEED).sample(clean, min(turns, len(clean)))
-    if args.latency_only:
-        with serve_app(create_app(Engine(EngineSettings()))) as url:
-            print_latency([asyncio.run(latency_pass(url, latency_clips, w, args.prompt)) for w in (200, 500)])
-        return
     t1 = time.perf_counter()
     ceiling = ceiling_pass(prepared, args.prompt)
     print(f"(b) ceiling in {time.perf_counter() - t1:.0f} s", flush=True)

@@ -210,3 +210,15 @@ def test_speech_resuming_drops_the_careful_pass(make: Callable[..., Harness]) ->
                           "conversation.item.input_audio_transcription.completed",
                           "conversation.item.done", "StartResponse"]
     assert out[1]["transcript"].endswith("tonight")
+
+
+@pytest.mark.slow
+def test_the_quick_pass_says_when_it_is_unsure() -> None:
+    audio = stt_input(Transcribe("item", 1, speech_pcm24k(PHRASE), "en", None))
+    # every decoded word has a log-probability below 0 and far above -10
+    assert not stt.Transcriber(encoder_window_s=15, sure_logprob=0.0).transcribe(audio).sure
+    assert stt.Transcriber(encoder_window_s=15, sure_logprob=-10.0).transcribe(audio).sure
+    assert stt.Transcriber(encoder_window_s=15).transcribe(audio).sure  # no threshold: never a second pass
+    quick, careful = stt.default_transcriber(), stt.careful_transcriber()
+    assert quick.sure_logprob == stt.SURE_LOGPROB and quick.beam_size == 1
+    assert careful.encoder_window_s == quick.encoder_window_s and (careful.beam_size, careful.sure_logprob) == (5, None)
