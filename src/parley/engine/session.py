@@ -569,6 +569,7 @@ class Session:
 
     def _transcript_ready(self, item_id: str, stt: _Stt, error: str | None = None) -> None:
         stt.done = True
+        stt.audio = None  # no careful pass can come now; the item keeps its own audio
         text = (stt.text or "").strip()
         item = self._items.get(item_id)
         if self._transcription_on():

@@ -382,8 +382,8 @@ def careful_transcriber() -> Transcriber:
     realtime WER from 27.6 % to 23.6 % (the offline ceiling, full window and beam 5 on the whole
     clip, is about 24.6 % there), and running it only for the 28 % of turns the quick pass was
     unsure of kept that gain (24.1 % on a third of that set, where always running it gave 25.5 %
-    and the full window 23.5 %). It takes ~1.3x the quick pass, so at a 500 ms silence window it
-    still ends before the turn does; the full window would take ~2.5x.
+    and the full window 23.5 %). It costs 1.3-1.6x the quick pass (the full window 2-2.6x), so at a
+    500 ms silence window it mostly ends before the turn does.
     """
     global _careful
     if _careful is None:
