@@ -28,10 +28,19 @@ counted as errors: "a hundred" reads as "one hundred"; "$" and the point inside 
 dropped ("$49.99", "49.99" and "forty nine ninety nine" are all "4999"); digits said in groups are
 joined ("555 218 4409"); "ok" is "okay".
 
+How to run it (from the repository root; `whisper-normalizer` comes with the `test` extra):
+
+    PYTHONPATH=$PWD/src .venv/bin/python benchmarks/hearing.py --show-errors | tee hearing.txt
+
 Options: `--prompt TEXT` sets the session's `audio.input.transcription.prompt` (the ceiling gets
 the same prompt); `--turns N` latency turns per window; `--show-errors` lists the tuning clips
-whose realtime transcript is worse than the ceiling. Engine settings come from the environment as
-usual (e.g. PARLEY_STT_ENCODER_WINDOW_S=full).
+whose realtime transcript is worse than the ceiling; `--latency-only` runs (c) alone, to compare
+two builds interleaved on a busy machine (`git archive REV src benchmarks | tar -x -C /tmp/rev`,
+then PYTHONPATH=/tmp/rev/src for each in turn); `--limit N` is a smoke test. Engine settings come
+from the environment as usual (e.g. PARLEY_STT_ENCODER_WINDOW_S=full). The WER figures do not
+depend on the machine's load (the same audio always gets the same transcript, but for the rare
+turn whose decoding falls back to sampling); the latency figures do, and its run time too: about
+15 minutes on two idle cores, three times that on a machine shared with other work.
 """
 
 from __future__ import annotations
@@ -617,9 +626,10 @@ def main() -> None:
     print(f"real-time turns whose transcript equals the fast-streamed one: {same} of "
           f"{sum(len(r.transcripts) for r in latencies)}")
     if args.show_errors:
+        tuning = {p.clip.name for p in prepared if not p.clip.utterance.held_out}
         for r in latencies:
             for n, heard in r.transcripts.items():
-                if heard != realtime[n]:
+                if heard != realtime[n] and n in tuning:
                     print(f"  {n} at {r.window_ms} ms, real time: {heard!r}; fast: {realtime[n]!r}")
         show_errors(prepared, realtime, ceiling)
     print(f"\ndone in {time.perf_counter() - t0:.0f} s")
