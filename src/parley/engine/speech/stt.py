@@ -55,7 +55,7 @@ def default_cpu_threads() -> int:
 
 DEFAULT_ENCODER_WINDOW_S = 15.0
 #: Below this average log-probability in a segment, the quick pass is not sure (see careful_transcriber).
-SURE_LOGPROB = -0.5
+SURE_LOGPROB = -0.8
 
 
 def default_encoder_window_s() -> float | None:
@@ -380,10 +380,10 @@ def careful_transcriber() -> Transcriber:
 
     On the tuning two-thirds of benchmarks/hearing.py, beam 5 on the quick pass's audio took the
     realtime WER from 27.6 % to 23.6 % (the offline ceiling, full window and beam 5 on the whole
-    clip, is about 24.6 % there), and running it only for the 28 % of turns the quick pass was
-    unsure of kept that gain (24.1 % on a third of that set, where always running it gave 25.5 %
-    and the full window 23.5 %). It costs 1.3-1.6x the quick pass (the full window 2-2.6x), so at a
-    500 ms silence window it mostly ends before the turn does.
+    clip, is about 24.6 % there; the full window with beam 5 on the same audio, 25.7 %). Running it
+    only when the quick pass is unsure kept the gain: on a third of that set, 23.5 % at a threshold
+    of -0.8 (12 % of turns wait for it), 24.1 % at -0.5 (28 %), 25.5 % always. It costs 1.3-1.6x the
+    quick pass, so at a 500 ms silence window it mostly ends before the turn does.
     """
     global _careful
     if _careful is None:
