@@ -1,6 +1,6 @@
 """Hearing: how well the engine hears speech it was not tuned to, next to what its model can do.
 
-    .venv/bin/python benchmarks/hearing.py            # the full run (~15 min on 2 cores)
+    .venv/bin/python benchmarks/hearing.py            # the full run (~15 min on 2 idle cores)
     .venv/bin/python benchmarks/hearing.py --quick    # every third utterance, fewer latency turns
     .venv/bin/python benchmarks/hearing.py --diagnose # where words are lost (tuning two-thirds only)
 
@@ -39,8 +39,9 @@ two builds interleaved on a busy machine (`git archive REV src benchmarks | tar 
 then PYTHONPATH=/tmp/rev/src for each in turn); `--limit N` is a smoke test. Engine settings come
 from the environment as usual (e.g. PARLEY_STT_ENCODER_WINDOW_S=full). The WER figures do not
 depend on the machine's load (the same audio always gets the same transcript, but for the rare
-turn whose decoding falls back to sampling); the latency figures do, and its run time too: about
-15 minutes on two idle cores, three times that on a machine shared with other work.
+turn whose decoding falls back to sampling); the latency figures do, and so does its run time:
+34-50 minutes measured on two cores shared with three other jobs (load 4-10); by its per-clip
+costs, about 15 minutes on two idle cores (`--quick` is a third of that).
 """
 
 from __future__ import annotations
