@@ -55,7 +55,7 @@ def default_cpu_threads() -> int:
 
 DEFAULT_ENCODER_WINDOW_S = 15.0
 #: Below this average log-probability in a segment, the quick pass is not sure (see careful_transcriber).
-SURE_LOGPROB = -0.8
+SURE_LOGPROB = -0.5
 
 
 def default_encoder_window_s() -> float | None:
@@ -381,9 +381,10 @@ def careful_transcriber() -> Transcriber:
     On the tuning two-thirds of benchmarks/hearing.py, beam 5 on the quick pass's audio took the
     realtime WER from 27.6 % to 23.6 % (the offline ceiling, full window and beam 5 on the whole
     clip, is about 24.6 % there; the full window with beam 5 on the same audio, 25.7 %). Running it
-    only when the quick pass is unsure kept the gain: on a third of that set, 23.5 % at a threshold
-    of -0.8 (12 % of turns wait for it), 24.1 % at -0.5 (28 %), 25.5 % always. It costs 1.3-1.6x the
-    quick pass, so at a 500 ms silence window it mostly ends before the turn does.
+    only when the quick pass is unsure (about 28 % of turns) kept the gain: about 24.5 % on the
+    tuning two-thirds in the engine at -0.5, against about 25.7 % at -0.8 (12 % of turns; a third
+    of the set had suggested it was as good). It costs 1.3-1.6x the quick pass, so at a 500 ms
+    silence window it mostly ends before the turn does.
     """
     global _careful
     if _careful is None:
