@@ -42,7 +42,18 @@ class Speech(Protocol):
 
     def stream(self, text: str, voice: str, speed: float) -> Any: ...  # AsyncIterator[FloatArray]
 
-    async def transcribe(self, audio_16k: FloatArray, prompt: str | None, language: str) -> str: ...
+    async def transcribe(self, audio_16k: FloatArray, prompt: str | None, language: str,
+                         careful: bool = False) -> Heard: ...
+
+
+class Heard(Protocol):
+    """A transcript, and whether the STT was sure of it (else the session asks for a careful pass)."""
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def sure(self) -> bool: ...
 
 
 class Playout(Protocol):
@@ -193,14 +204,15 @@ class SessionRunner:
 
     async def _transcribe(self, job: Transcribe) -> None:
         try:
-            text = await self._speech.transcribe(resample(job.audio, 24_000, STT_RATE), job.prompt, job.language or "en")
+            heard = await self._speech.transcribe(resample(job.audio, 24_000, STT_RATE), job.prompt,
+                                                  job.language or "en", careful=job.careful)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("transcription failed")
             self.session.transcription_result(job.item_id, job.attempt, None, error=str(exc))
         else:
-            self.session.transcription_result(job.item_id, job.attempt, text)
+            self.session.transcription_result(job.item_id, job.attempt, heard.text, sure=heard.sure)
         finally:
             if self._stt.get(job.item_id) is asyncio.current_task():
                 del self._stt[job.item_id]

@@ -22,6 +22,7 @@ from parley.audio.formats import InputDecoder, OutputEncoder
 from parley.audio.levels import loud_until
 from parley.audio.pcm import SAMPLE_RATE, FloatArray
 from parley.engine.responders.base import ResponseRequest
+from parley.engine.speech import stt
 from parley.engine.tokens import estimate_tokens
 from parley.protocol import events as ev
 from parley.protocol import ids
@@ -92,6 +93,25 @@ class VoiceDetector(Protocol):
     def close(self) -> None: ...
 
 
+def check_transcription(config: SessionConfig, param: str = "session") -> None:
+    """Refuse, as OpenAI refuses a value it does not support, a transcription language the local
+    STT model cannot do: it would only guess English words for the speech."""
+    tr = config.audio.input.transcription
+    if tr is None:
+        return
+    asked = [(tr.language, f"{param}.audio.input.transcription.language")] if tr.language else []
+    asked += [(code, f"{param}.audio.input.transcription.languages[{i}]") for i, code in enumerate(tr.languages or [])]
+    for code, where in asked:
+        if code.strip().lower().split("-")[0] not in stt.LANGUAGES:
+            supported = ", ".join(f"'{c}'" for c in sorted(stt.LANGUAGES))
+            raise ProtocolError(
+                "invalid_value",
+                f"Invalid value: {code!r}. Supported values are: {supported} (the local engine transcribes "
+                f"with {stt.MODEL_NAME}, which knows no other language).",
+                where,
+            )
+
+
 # -- effects: work the driver carries out and reports back ------------------------------------
 
 
@@ -100,7 +120,8 @@ class Transcribe:
     """Transcribe `audio` (float32, 24 kHz) for `item_id`; report with `transcription_result`.
 
     `attempt` tells a speculative run (started in the VAD's silence window, before the turn is
-    committed) from a later one: results of superseded attempts are ignored.
+    committed) from a later one: results of superseded attempts are ignored. `careful` asks for
+    the STT's slower, better pass of the same attempt, after its quick pass came back unsure.
     """
 
     item_id: str
@@ -108,6 +129,7 @@ class Transcribe:
     audio: FloatArray
     language: str | None
     prompt: str | None
+    careful: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,6 +168,8 @@ Effect = Transcribe | StartResponse | CancelResponse | ClearPlayback | CloseSess
 class _Stt:
     attempt: int = 0
     speculative_until_ms: float | None = None  # audio end of the running speculative attempt
+    audio: FloatArray | None = None  # what the current attempt transcribes
+    quick_text: str | None = None  # the quick pass's words, while a careful pass is running
     text: str | None = None
     error: str | None = None  # a failed speculative attempt, reported once committed
     committed: bool = False
@@ -333,6 +357,7 @@ class Session:
         # OpenAI refuses a new voice once the assistant has spoken; the local engine allows it, so
         # that a hand-over (Sarah -> Marco) is heard as a different person.
         new = merge_session(self.config, patch)
+        check_transcription(new)
         old_formats = (self._input_format(), self._output_format())
         self.config = new
         if self._input_format() != old_formats[0]:
@@ -442,7 +467,7 @@ class Session:
         if prob >= threshold - NEG_THRESHOLD_GAP:
             if stt.speculative_until_ms is not None:
                 # Speech resumed: the speculative transcript is stale.
-                stt.speculative_until_ms, stt.text, stt.error = None, None, None
+                stt.speculative_until_ms, stt.text, stt.error, stt.quick_text = None, None, None, None
                 stt.attempt += 1
             self._last_voice_ms = end_ms
             self._voice_end_refined = False
@@ -530,15 +555,26 @@ class Session:
             self._transcribe(item_id, stt, audio)
         # else: the speculative attempt is still running and covers this audio.
 
-    def _transcribe(self, item_id: str, stt: _Stt, audio: FloatArray) -> None:
+    def _transcribe(self, item_id: str, stt: _Stt, audio: FloatArray, careful: bool = False) -> None:
         tr = self.config.audio.input.transcription
-        self._emit(Transcribe(item_id, stt.attempt, audio, tr.language if tr else "en", tr.prompt if tr else None))
+        stt.audio = audio
+        self._emit(Transcribe(item_id, stt.attempt, audio, tr.language if tr else "en", tr.prompt if tr else None,
+                              careful))
 
-    def transcription_result(self, item_id: str, attempt: int, text: str | None, error: str | None = None) -> None:
-        """The driver's answer to `Transcribe`."""
+    def transcription_result(self, item_id: str, attempt: int, text: str | None, error: str | None = None,
+                             *, sure: bool = True) -> None:
+        """The driver's answer to `Transcribe`. `sure=False` (the STT doubted a word of its quick
+        pass): the turn waits for a careful pass of the same audio, whose words are final and
+        are what the responder answers, in place of these."""
         stt = self._stt.get(item_id)
         if stt is None or stt.done or attempt != stt.attempt:
             return
+        if error is None and not sure and stt.quick_text is None and stt.audio is not None:
+            stt.quick_text = text or ""
+            self._transcribe(item_id, stt, stt.audio, careful=True)
+            return
+        if error is not None and stt.quick_text is not None:
+            text, error = stt.quick_text, None  # the careful pass failed: the quick one stands
         stt.text = text if error is None else None
         if error is not None:
             stt.text, stt.error = "", error
@@ -550,6 +586,7 @@ class Session:
 
     def _transcript_ready(self, item_id: str, stt: _Stt, error: str | None = None) -> None:
         stt.done = True
+        stt.audio = None  # no careful pass can come now; the item keeps its own audio
         text = (stt.text or "").strip()
         item = self._items.get(item_id)
         if self._transcription_on():

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from parley.engine.engine import ClientSecret, Engine
+from parley.engine.session import check_transcription
 from parley.http.bearer import bearer_token
 from parley.http.errors import ApiError
 from parley.protocol.errors import ProtocolError
@@ -38,6 +39,8 @@ StandardKey = Annotated[None, Depends(standard_caller)]
 def session_config(data: Any) -> SessionConfig:
     """A session config from a request, or the protocol's refusal (its code, the parameter's path) as a 400."""
     try:
-        return parse_session(data)
+        config = parse_session(data)
+        check_transcription(config)  # a language the local model cannot do is refused, as OpenAI would
+        return config
     except ProtocolError as exc:
         raise ApiError(400, exc.message, exc.code, param=exc.param, type=exc.type) from None

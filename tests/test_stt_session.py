@@ -1,0 +1,224 @@
+"""What the session asks of the STT: the transcription prompt and language, and the final words.
+
+Socket-free tests drive the sans-I/O session as `test_engine_session.py` does (real silero VAD on
+TTS speech, the test playing the driver); `slow` ones run whisper tiny.en itself, and one goes
+through the real engine with the official openai SDK. None depends on whisper hearing one hard
+word exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+import numpy as np
+import openai
+import pytest
+from openai import AsyncOpenAI
+
+from parley.apps.negotiator.responder import ScenarioResponder
+from parley.apps.scenarios import get_persona
+from parley.engine.responders.base import TextDelta
+from parley.engine.session import StartResponse, Transcribe
+from parley.engine.speech import stt
+from speechfixtures import silence, speech_pcm24k
+from test_engine_session import Harness, Mic, error_of, is_type, make, only, types
+
+__all__ = ["make"]  # the fixture
+
+PROMPT = "Northwind Cable, Fiber Basic, Unlimited Max, Marco, Sarah, autopay, $94.99 a month."
+PHRASE = "I would like to lower my monthly bill"
+
+
+def transcription(**fields: object) -> dict[str, object]:
+    return {"audio": {"input": {"transcription": {"model": "whisper-1", **fields}}}}
+
+
+# -- prompt ------------------------------------------------------------------------------------
+
+
+def test_the_transcription_prompt_and_language_go_to_the_stt(make: Callable[..., Harness]) -> None:
+    h = make(transcription(prompt=PROMPT, language="en"))
+    job = only(Mic(h, speech_pcm24k(PHRASE, tail_silence_ms=1500)).until(is_type("Transcribe")), "Transcribe")
+    assert isinstance(job, Transcribe)
+    assert (job.prompt, job.language) == (PROMPT, "en")
+    # a later session.update changes what the next turn is primed with
+    h.s.transcription_result(job.item_id, job.attempt, PHRASE)
+    h.take()
+    out = h.send({"type": "session.update", "session": {"type": "realtime", **transcription(prompt="Marco")}})
+    assert types(out) == ["session.updated"]
+    job = only(Mic(h, speech_pcm24k(PHRASE, tail_silence_ms=1500)).until(is_type("Transcribe")), "Transcribe")
+    assert job.prompt == "Marco"
+
+
+@pytest.mark.slow
+def test_the_prompt_changes_what_whisper_is_primed_with(make: Callable[..., Harness]) -> None:
+    # Whisper decodes the speech after the prompt's tokens, so the same audio scores differently
+    # with and without it (greedy decoding at temperature 0 is deterministic): if the prompt
+    # were dropped anywhere on the way, the scores would be equal.
+    scores = []
+    for prompt in (None, PROMPT):
+        h = make(transcription(**({"prompt": prompt} if prompt else {})))
+        job = only(Mic(h, speech_pcm24k(PHRASE, tail_silence_ms=1500)).until(is_type("Transcribe")), "Transcribe")
+        result = stt.default_transcriber().transcribe(stt_input(job), job.prompt, job.language or "en")
+        assert result.segments and result.text
+        scores.append(tuple(s.avg_logprob for s in result.segments))
+    assert scores[0] != scores[1]
+
+
+def stt_input(job: Transcribe) -> object:
+    """What the runtime hands the model for a Transcribe effect (16 kHz)."""
+    from parley.audio.resample import resample
+
+    return resample(job.audio, 24_000, stt.STT_RATE)
+
+
+# -- language ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("fields", "param"), [
+    ({"language": "fr"}, "session.audio.input.transcription.language"),
+    ({"language": "en", "languages": ["en", "de"]}, "session.audio.input.transcription.languages[1]"),
+])
+def test_a_language_the_model_lacks_is_an_error(
+        make: Callable[..., Harness], fields: dict[str, object], param: str) -> None:
+    h = make(transcription(language="en"))
+    before = h.s.resource()
+    err = error_of(h.send({"type": "session.update", "event_id": "evt_lang",
+                           "session": {"type": "realtime", **transcription(**fields)}}))
+    assert (err["type"], err["code"], err["param"], err["event_id"]) == (
+        "invalid_request_error", "invalid_value", param, "evt_lang")
+    assert "'en'" in err["message"] and stt.MODEL_NAME in err["message"]
+    assert h.s.resource() == before  # nothing changed: turns are still transcribed as English
+    # English, in either spelling, and no language at all are fine
+    for ok in ({"language": "EN"}, {"language": "en-US"}, {"language": None}):
+        assert types(h.send({"type": "session.update", "session": {"type": "realtime", **transcription(**ok)}})) == [
+            "session.updated"]
+
+
+def test_the_model_languages_are_what_the_packaged_model_knows() -> None:
+    assert stt.LANGUAGES == frozenset({"en"}) and stt.MODEL_NAME.endswith(".en")
+
+
+@pytest.mark.slow
+def test_the_packaged_model_is_english_only() -> None:
+    assert stt.get_model().model.is_multilingual is (len(stt.LANGUAGES) > 1)
+
+
+async def test_a_language_the_model_lacks_is_refused_through_the_sdk(engine_url: str) -> None:
+    client = AsyncOpenAI(base_url=f"{engine_url}/v1", api_key="sk-local-test")
+    session = {"type": "realtime", **transcription(language="ja")}
+    with pytest.raises(openai.BadRequestError) as refused:  # when the session is created...
+        await client.realtime.client_secrets.create(session=session)  # type: ignore[arg-type]
+    assert refused.value.code == "invalid_value"
+    assert refused.value.param == "session.audio.input.transcription.language"
+    async with client.realtime.connect(model="gpt-realtime") as conn:  # ...and when it is updated
+        assert (await conn.recv()).type == "session.created"
+        await conn.session.update(session=session)  # type: ignore[arg-type]
+        event = await conn.recv()
+        assert event.type == "error"
+        assert (event.error.code, event.error.param) == ("invalid_value", "session.audio.input.transcription.language")
+
+
+# -- a careful pass when the quick one was unsure ---------------------------------------------
+
+HEARD_QUICKLY = "Can I speak to your super minor?"
+HEARD_CAREFULLY = "Can I speak to your supervisor?"
+
+
+async def answer(start: StartResponse) -> str:
+    """What the engine's scripted responder (Sarah) says to the request the session built."""
+    chunks = [c async for c in ScenarioResponder().respond(start.request)]
+    return "".join(c.text for c in chunks if isinstance(c, TextDelta))
+
+
+async def test_an_unsure_quick_transcript_is_replaced_by_the_careful_pass(make: Callable[..., Harness]) -> None:
+    h = make({**transcription(language="en"), "instructions": get_persona("negotiator/sarah").instructions})
+    mic = Mic(h, speech_pcm24k("Can I speak to your supervisor", tail_silence_ms=1500))
+    quick = only(mic.until(is_type("Transcribe")), "Transcribe")
+    assert not quick.careful
+    # the quick pass in the silence window doubts a word: the session asks for a careful pass of
+    # the same audio and says nothing yet
+    h.s.transcription_result(quick.item_id, quick.attempt, HEARD_QUICKLY, sure=False)
+    out = h.take()
+    careful = only(out, "Transcribe")
+    assert types(out) == ["Transcribe"]
+    assert careful.careful and (careful.item_id, careful.attempt) == (quick.item_id, quick.attempt)
+    assert careful.audio is quick.audio and (careful.prompt, careful.language) == (quick.prompt, quick.language)
+    # the turn ends while the careful pass runs: the response waits for its words
+    got = mic.until(is_type("input_audio_buffer.speech_stopped"))
+    assert "StartResponse" not in types(got)
+    assert "conversation.item.input_audio_transcription.completed" not in types(got)
+    h.s.transcription_result(careful.item_id, careful.attempt, HEARD_CAREFULLY)
+    out = h.take()
+    assert types(out) == ["conversation.item.input_audio_transcription.delta",
+                          "conversation.item.input_audio_transcription.completed",
+                          "conversation.item.done", "StartResponse"]
+    assert out[1]["transcript"] == HEARD_CAREFULLY
+    assert out[2]["item"]["content"][0]["transcript"] == HEARD_CAREFULLY
+    start = out[3]
+    assert start.request.items[-1]["content"][0]["transcript"] == HEARD_CAREFULLY
+    # the responder answers the final words: Sarah hands over to her supervisor (to the quick
+    # pass's words she would have said she did not get that)
+    reply = await answer(start)
+    assert "Marco" in reply
+    assert "Marco" not in await answer(replace(start, request=replace(start.request, items=[
+        {**start.request.items[-1], "content": [{"type": "input_audio", "transcript": HEARD_QUICKLY}]}])))
+
+
+def test_a_sure_quick_transcript_is_final(make: Callable[..., Harness]) -> None:
+    h = make(transcription())
+    mic = Mic(h, speech_pcm24k(PHRASE, tail_silence_ms=1500))
+    quick = only(mic.until(is_type("Transcribe")), "Transcribe")
+    h.s.transcription_result(quick.item_id, quick.attempt, PHRASE, sure=True)
+    assert h.take() == []
+    got = mic.until(is_type("StartResponse"))
+    assert only(got, "conversation.item.input_audio_transcription.completed")["transcript"] == PHRASE
+    assert "Transcribe" not in types(got)
+
+
+def test_a_failed_careful_pass_leaves_the_quick_words(make: Callable[..., Harness]) -> None:
+    h = make(transcription())
+    got = Mic(h, speech_pcm24k(PHRASE, tail_silence_ms=1500)).until(is_type("input_audio_buffer.speech_stopped"))
+    quick = only(got, "Transcribe")
+    h.s.transcription_result(quick.item_id, quick.attempt, PHRASE, sure=False)
+    careful = only(h.take(), "Transcribe")
+    h.s.transcription_result(careful.item_id, careful.attempt, None, error="the model failed")
+    out = h.take()
+    assert only(out, "conversation.item.input_audio_transcription.completed")["transcript"] == PHRASE
+    assert "StartResponse" in types(out)
+
+
+def test_speech_resuming_drops_the_careful_pass(make: Callable[..., Harness]) -> None:
+    h = make({"audio": {"input": {"transcription": {"model": "whisper-1"},
+                                  "turn_detection": {"type": "server_vad", "silence_duration_ms": 900}}}})
+    first = speech_pcm24k("I would like to book a table", tail_silence_ms=0)
+    second = speech_pcm24k("for two people tonight", lead_silence_ms=0, tail_silence_ms=1500)
+    mic = Mic(h, np.concatenate([first, silence(450), second]))
+    quick = only(mic.until(is_type("Transcribe")), "Transcribe")
+    h.s.transcription_result(quick.item_id, quick.attempt, "I would like to book a", sure=False)
+    stale = only(h.take(), "Transcribe")
+    assert stale.careful
+    got = mic.until(is_type("input_audio_buffer.speech_stopped"))
+    fresh = [o for o in got if isinstance(o, Transcribe)][-1]
+    assert fresh.attempt > stale.attempt and not fresh.careful
+    h.s.transcription_result(stale.item_id, stale.attempt, "I would like to book a table")  # too late: ignored
+    assert h.take() == []
+    h.s.transcription_result(fresh.item_id, fresh.attempt, "I would like to book a table for two people tonight")
+    out = h.take()
+    assert types(out) == ["conversation.item.input_audio_transcription.delta",
+                          "conversation.item.input_audio_transcription.completed",
+                          "conversation.item.done", "StartResponse"]
+    assert out[1]["transcript"].endswith("tonight")
+
+
+@pytest.mark.slow
+def test_the_quick_pass_says_when_it_is_unsure() -> None:
+    audio = stt_input(Transcribe("item", 1, speech_pcm24k(PHRASE), "en", None))
+    # every decoded word has a log-probability below 0 and far above -10
+    assert not stt.Transcriber(encoder_window_s=15, sure_logprob=0.0).transcribe(audio).sure
+    assert stt.Transcriber(encoder_window_s=15, sure_logprob=-10.0).transcribe(audio).sure
+    assert stt.Transcriber(encoder_window_s=15).transcribe(audio).sure  # no threshold: never a second pass
+    quick, careful = stt.default_transcriber(), stt.careful_transcriber()
+    assert quick.sure_logprob == stt.SURE_LOGPROB and quick.beam_size == 1
+    assert careful.encoder_window_s == quick.encoder_window_s and (careful.beam_size, careful.sure_logprob) == (5, None)
