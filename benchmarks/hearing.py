@@ -468,11 +468,12 @@ def capture(p: Prepared, window_ms: int = 500) -> Turn:
     """Drive the engine's sans-I/O session with the clip, as its runtime does, and keep the audio
     it hands to the STT (the speculative cut) and the audio it commits."""
     from parley.engine.session import Session, Transcribe
+    from parley.engine.speech.vad import VadStream
     from parley.protocol.session import parse_session
 
     config = session_patch("audio/pcm", None, window_ms)
     config["audio"]["input"]["format"] = {"type": "audio/pcm"}
-    session = Session(parse_session(config))
+    session = Session(parse_session(config), detector=VadStream(SAMPLE_RATE), now=time.time())
     session.start()
     last: dict[str, FloatArray] = {}
     order: list[str] = []
@@ -591,7 +592,8 @@ def main() -> None:
         print(f"done in {time.perf_counter() - t0:.0f} s")
         return
 
-    from parley.engine.app import Engine, EngineSettings, create_app
+    from parley.apps.local import local_engine
+    from parley.engine.app import EngineSettings, create_app
     from parley.util.serving import serve_app
 
     chosen = clips(quick=args.quick, limit=args.limit)
@@ -599,7 +601,7 @@ def main() -> None:
     clean = [c for c in chosen if c.condition == "clean"]
     timed = random.Random(SEED).sample(clean, min(turns, len(clean)))
     if args.latency_only:
-        with serve_app(create_app(Engine(EngineSettings()))) as url:
+        with serve_app(create_app(local_engine(EngineSettings()))) as url:
             print_latency([asyncio.run(latency_pass(url, prepare_all(timed), w, args.prompt)) for w in (200, 500)])
         return
     prepared = prepare_all(chosen)
@@ -612,7 +614,7 @@ def main() -> None:
     t1 = time.perf_counter()
     ceiling = ceiling_pass(prepared, args.prompt)
     print(f"(b) ceiling in {time.perf_counter() - t1:.0f} s", flush=True)
-    with serve_app(create_app(Engine(EngineSettings()))) as url:
+    with serve_app(create_app(local_engine(EngineSettings()))) as url:
         t1 = time.perf_counter()
         realtime = asyncio.run(realtime_pass(url, prepared, args.prompt))
         print(f"(a) realtime in {time.perf_counter() - t1:.0f} s", flush=True)
