@@ -35,7 +35,7 @@ from parley.apps.scenarios import get_persona  # noqa: E402
 from parley.engine.speech.tts import Tts  # noqa: E402
 from parley.ice import pin_host_addresses  # noqa: E402
 from parley.util.serving import free_port  # noqa: E402
-from rtc_helpers import RtcPeer, of_type  # noqa: E402
+from support.rtc import RtcPeer, of_type  # noqa: E402
 
 SENTENCES = [
     "Hi, I would like to lower my monthly bill.",

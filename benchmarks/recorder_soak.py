@@ -27,7 +27,7 @@ from parley.protocol.pricing import DEFAULT_TABLE
 from parley.server.db import Store
 from parley.server.metrics import Metrics
 from parley.server.recorder import Recorder
-from recorder_events import event
+from support.recorder_events import event
 
 
 def main() -> None:

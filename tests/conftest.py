@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from parley.apps.local import local_engine
+from parley.protocol.session import SessionConfig
 from parley.util.serving import serve_app
+from support.session import Harness, types
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +23,24 @@ def engine_url() -> Iterator[str]:
 
     with serve_app(create_app(local_engine(EngineSettings(api_keys=[], responder="scenario")))) as url:
         yield url
+
+
+@pytest.fixture
+def make() -> Iterator[Callable[..., Harness]]:
+    """Engine sessions driven by hand (`support.session.Harness`), started unless start=False."""
+    made: list[Harness] = []
+
+    def factory(config: SessionConfig | dict[str, Any] | None = None, *, start: bool = True,
+                **kwargs: Any) -> Harness:
+        h = Harness(config, **kwargs)
+        made.append(h)
+        if start:
+            h.s.start()
+            assert types(h.take()) == ["session.created"]
+        return h
+
+    yield factory
+    for h in made:
+        h.s.close()
+    for h in made:
+        h.check_snapshots()

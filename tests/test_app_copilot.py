@@ -14,15 +14,15 @@ from typing import Any
 import httpx
 import pytest
 
-from browser_helpers import browser, until
 from parley.apps.local import local_engine
 from parley.engine.app import EngineSettings
 from parley.engine.speech.wer import wer
 from parley.server.app import create_app
 from parley.server.settings import ServerSettings
 from parley.util.serving import serve_app
-from server_helpers import eventually
-from speechfixtures import speech_wav
+from support.browser import browser, until
+from support.server import eventually
+from support.speech import speech_wav
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

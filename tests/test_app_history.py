@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from browser_helpers import browser, until
 from parley.server.db import Store
 from parley.server.settings import ServerSettings
-from server_helpers import make_settings, running_server
+from support.browser import browser, until
+from support.server import make_settings, running_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -18,7 +18,6 @@ import httpx
 import numpy as np
 import pytest
 
-from browser_helpers import browser, until
 from parley.apps.local import local_engine
 from parley.audio.wav import write_wav
 from parley.engine.app import EngineSettings
@@ -26,7 +25,8 @@ from parley.engine.speech.wer import wer
 from parley.server.app import create_app
 from parley.server.settings import ServerSettings
 from parley.util.serving import serve_app
-from speechfixtures import speech_wav
+from support.browser import browser, until
+from support.speech import speech_wav
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

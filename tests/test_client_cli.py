@@ -12,14 +12,14 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from typer.testing import CliRunner
 
-from chat_server import run_chat_server
 from parley.apps.local import local_engine
 from parley.audio.wav import read_wav
 from parley.cli import app
 from parley.engine.app import EngineSettings, create_app
 from parley.engine.speech.wer import wer
 from parley.util.serving import serve_app
-from speechfixtures import speech_wav
+from support.chat_server import run_chat_server
+from support.speech import speech_wav
 
 pytestmark = pytest.mark.slow
 
@@ -150,7 +150,7 @@ def test_calls_list_show_export(tmp_path: Path) -> None:
 
 def test_talk_and_transcribe_on_parley_serve_without_a_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With no key anywhere, the CLI gets a short-lived one from the server's /api/session."""
-    from server_helpers import make_settings, running_server
+    from support.server import make_settings, running_server
 
     monkeypatch.delenv("PARLEY_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)

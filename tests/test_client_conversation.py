@@ -15,14 +15,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from chat_server import ChatServerURL, run_chat_server
 from parley.apps.local import local_engine
 from parley.audio.pcm import SAMPLE_RATE
 from parley.client import AudioPlayer, RealtimeClient
 from parley.engine.app import EngineSettings, create_app
 from parley.engine.speech.wer import wer
 from parley.util.serving import serve_app
-from speechfixtures import speech_pcm24k
+from support.chat_server import ChatServerURL, run_chat_server
+from support.speech import speech_pcm24k
 
 pytestmark = pytest.mark.slow
 

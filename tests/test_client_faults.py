@@ -18,7 +18,6 @@ import httpx
 import pytest
 from websockets.asyncio.server import serve
 
-from chat_server import ChatServerURL, run_chat_server
 from parley.apps.local import local_engine
 from parley.client import (
     AudioPlayer,
@@ -33,7 +32,8 @@ from parley.client.webrtc import WebRTCTransport
 from parley.engine.app import EngineSettings, create_app
 from parley.engine.speech.wer import wer
 from parley.util.serving import serve_app
-from speechfixtures import speech_pcm24k
+from support.chat_server import ChatServerURL, run_chat_server
+from support.speech import speech_pcm24k
 
 TEXT_SESSION: dict[str, Any] = {"output_modalities": ["text"], "audio": {"input": {"turn_detection": None}}}
 

@@ -9,13 +9,13 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
-from chat_server import arun_chat_server
 from parley.apps.copilot import THEM_LABEL, glossary, lookup, mic_session, speaker_session, them_item
 from parley.apps.copilot.answerer import ChatAnswerer, Line, LocalAnswerer, ResponsesAnswerer
 from parley.apps.copilot.responder import CopilotResponder
 from parley.engine.responders.base import ResponseRequest, TextDelta
 from parley.protocol.session import parse_session
 from parley.util.serving import serve_app
+from support.chat_server import arun_chat_server
 
 
 async def collect(stream: AsyncIterator[str]) -> str:

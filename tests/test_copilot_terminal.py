@@ -14,7 +14,7 @@ from parley.apps.copilot.terminal import run_copilot
 from parley.audio.pcm import SAMPLE_RATE
 from parley.audio.wav import write_wav
 from parley.engine.speech.wer import wer
-from speechfixtures import speech_pcm24k
+from support.speech import speech_pcm24k
 
 pytestmark = pytest.mark.slow
 

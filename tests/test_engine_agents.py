@@ -11,10 +11,10 @@ from typing import Any
 from agents import function_tool
 from agents.realtime import RealtimeAgent, RealtimeRunner
 
-from chat_server import arun_chat_server
 from parley.apps.local import local_engine
 from parley.engine.app import EngineSettings, create_app
 from parley.util.serving import serve_app
+from support.chat_server import arun_chat_server
 
 
 @function_tool

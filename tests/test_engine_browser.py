@@ -16,13 +16,13 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from browser_helpers import browser, until
 from parley.apps.local import local_engine
 from parley.apps.scenarios import get_persona
 from parley.engine.app import EngineSettings, create_app
 from parley.engine.speech.wer import wer
 from parley.util.serving import serve_app
-from speechfixtures import speech_wav
+from support.browser import browser, until
+from support.speech import speech_wav
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -7,44 +7,16 @@ speculative transcript inside it, semantic_vad's eagerness) is checked exactly.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 
-from parley.audio.pcm import SAMPLE_RATE, FloatArray
+from parley.audio.pcm import SAMPLE_RATE
 from parley.engine.session import VAD_FRAME_MS, Session, Transcribe
 from parley.protocol.session import parse_session
-
-FRAME = SAMPLE_RATE * VAD_FRAME_MS // 1000
-
-
-class ScriptedDetector:
-    """Speech probability by time: `script(frame_end_ms)` for each complete 32 ms frame."""
-
-    def __init__(self, script: Callable[[float], float]) -> None:
-        self.script = script
-        self.samples = 0
-        self.resets = 0
-        self.closed = False
-
-    def feed(self, audio: FloatArray) -> Sequence[tuple[float, float]]:
-        before = self.samples // FRAME
-        self.samples += audio.size
-        ends = [(i + 1) * VAD_FRAME_MS for i in range(before, self.samples // FRAME)]
-        return [(end, self.script(end)) for end in ends]
-
-    def reset(self) -> None:
-        self.samples = 0
-        self.resets += 1
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def speech_between(start_ms: float, end_ms: float, p: float = 0.9) -> Callable[[float], float]:
-    return lambda t: p if start_ms < t <= end_ms else 0.05
+from support.session import FRAME, ScriptedDetector, speech_between
 
 
 def run(script: Callable[[float], float], total_ms: int, turn_detection: dict[str, Any],

@@ -12,14 +12,14 @@ import pytest
 import websockets
 from openai import AsyncOpenAI
 
-from conformance import validate_server_event
 from parley.apps.local import local_engine
 from parley.apps.scenarios import get_persona
 from parley.engine.app import Engine, EngineSettings, create_app
 from parley.engine.speech.wer import wer
 from parley.util.serving import serve_app
-from rtc_helpers import RtcPeer, of_type
-from speechfixtures import speech_pcm24k
+from support.conformance import validate_server_event
+from support.rtc import RtcPeer, of_type
+from support.speech import speech_pcm24k
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,6 @@ import pytest
 import websockets
 from openai import AsyncOpenAI
 
-from chat_server import arun_chat_server
 from parley.apps.local import local_engine
 from parley.apps.scenarios import get_persona
 from parley.audio.levels import dbfs
@@ -22,8 +21,9 @@ from parley.audio.pcm import SAMPLE_RATE, float_to_pcm16
 from parley.engine.app import EngineSettings, create_app
 from parley.engine.speech.wer import wer
 from parley.util.serving import serve_app
-from realtime_helpers import audio_of, collect_until, is_type, recv_event, silence, stream_pcm
-from speechfixtures import speech_pcm24k
+from support.chat_server import arun_chat_server
+from support.realtime import audio_of, collect_until, is_type, recv_event, stream_pcm
+from support.speech import silence, speech_pcm24k
 
 pytestmark = pytest.mark.slow
 
@@ -253,7 +253,7 @@ async def test_beta_client_gets_beta_event_names(engine_url: str) -> None:
         async def until(kind: str) -> None:
             while True:
                 event = json.loads(await asyncio.wait_for(ws.recv(), 20))
-                from conformance import validate_server_event
+                from support.conformance import validate_server_event
 
                 validate_server_event(event, beta=True)
                 seen.append(event)

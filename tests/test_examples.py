@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from server_helpers import make_settings, running_server
+from support.server import make_settings, running_server
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ import pytest
 
 from parley.engine.app import create_app as create_engine_app
 from parley.util.serving import serve_app
-from server_helpers import make_engine, make_settings, running_server
+from support.server import make_engine, make_settings, running_server
 
 SDP_OK = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
           "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuv\r\na=fingerprint:sha-256 00:11\r\n")

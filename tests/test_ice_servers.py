@@ -15,8 +15,8 @@ import pytest
 from parley.client.webrtc import WebRTCTransport
 from parley.engine.app import Engine, create_app
 from parley.util.serving import serve_app
-from rtc_helpers import RtcPeer
-from server_helpers import make_engine
+from support.rtc import RtcPeer
+from support.server import make_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILDER = ROOT / "src" / "parley" / "ice.py"

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conformance import (
+from parley.protocol import beta, events, ids, items, parse_session, session_resource
+from support.conformance import (
     BETA_CLIENT_EVENTS,
     BETA_SERVER_EVENTS,
     GA_SERVER_EVENTS,
@@ -20,7 +21,6 @@ from conformance import (
     validate_client_event,
     validate_server_event,
 )
-from parley.protocol import beta, events, ids, items, parse_session, session_resource
 
 SERVER_EXAMPLES = server_event_examples()
 SESSIONS = session_examples()

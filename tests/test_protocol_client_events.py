@@ -15,7 +15,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conformance import client_event_examples, validate_server_event
 from parley.protocol import CLIENT_EVENT_TYPES, Invalid, ProtocolError, parse_client_event
 from parley.protocol.client_events import (
     ConversationItemCreate,
@@ -25,6 +24,7 @@ from parley.protocol.client_events import (
 )
 from parley.protocol.limits import MAX_APPEND_BYTES
 from parley.protocol.session import RealtimeSessionConfig, merge_session
+from support.conformance import client_event_examples, validate_server_event
 
 FUZZ = settings(max_examples=300, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from conformance import (
+from parley.protocol import CLIENT_EVENT_TYPES, Invalid, events, ids, items, parse_client_event
+from support.conformance import (
     EVENTS_WITHOUT_EVENT_ID,
     GA_CLIENT_EVENTS,
     GA_SERVER_EVENTS,
@@ -18,7 +19,6 @@ from conformance import (
     validate_client_event,
     validate_server_event,
 )
-from parley.protocol import CLIENT_EVENT_TYPES, Invalid, events, ids, items, parse_client_event
 
 EXAMPLES = server_event_examples()
 SERVER_CASES = [

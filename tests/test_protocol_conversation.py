@@ -23,7 +23,7 @@ from parley.protocol.conversation import ConversationState
 from parley.protocol.items import item_text
 from parley.protocol.server_events import InvalidServerEvent, read_server_event
 from parley.protocol.session import parse_session
-from speechfixtures import speech_pcm24k
+from support.speech import speech_pcm24k
 
 Event = dict[str, Any]
 

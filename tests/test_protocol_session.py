@@ -13,7 +13,6 @@ from openai.types.realtime.realtime_transcription_session_create_response import
     RealtimeTranscriptionSessionCreateResponse,
 )
 
-from conformance import ConformanceError, check_value, session_examples, validate_server_event
 from parley.protocol import ProtocolError, events, ids
 from parley.protocol.session import (
     RealtimeSessionConfig,
@@ -24,6 +23,7 @@ from parley.protocol.session import (
     parse_session,
     session_resource,
 )
+from support.conformance import ConformanceError, check_value, session_examples, validate_server_event
 
 
 def dump(config: Any) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from parley.engine.responders.chat import ChatResponder, chat_messages
 from parley.engine.responders.generic import GenericResponder
 
 try:
-    from chat_server import ChatServerURL, run_chat_server
+    from support.chat_server import ChatServerURL, run_chat_server
 except ImportError:  # tests/ imported as a package
     from tests.chat_server import ChatServerURL, run_chat_server  # type: ignore[no-redef]
 

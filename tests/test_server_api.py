@@ -15,8 +15,8 @@ import pytest
 from openai import AsyncOpenAI
 
 from parley.apps.scenarios import get_persona
-from realtime_helpers import collect_until, is_type, recv_event
-from server_helpers import http, make_settings, running_server
+from support.realtime import collect_until, is_type, recv_event
+from support.server import http, make_settings, running_server
 
 SDP_OK = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
           "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuv\r\na=fingerprint:sha-256 00:11\r\n")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from server_helpers import http, make_settings, running_server, server_call
+from support.server import http, make_settings, running_server, server_call
 
 
 async def test_recording_upload_and_download(tmp_path: Path) -> None:

@@ -16,8 +16,8 @@ import pytest
 from parley.engine.app import create_app as create_engine_app
 from parley.engine.speech.wer import wer
 from parley.util.serving import serve_app
-from rtc_helpers import RtcPeer, of_type
-from server_helpers import (
+from support.rtc import RtcPeer, of_type
+from support.server import (
     call_json,
     eventually,
     http,
@@ -29,7 +29,7 @@ from server_helpers import (
     server_call,
     wait_done,
 )
-from speechfixtures import speech_pcm24k
+from support.speech import speech_pcm24k
 
 pytestmark = pytest.mark.slow
 

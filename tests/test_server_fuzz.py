@@ -18,7 +18,7 @@ from schemathesis.checks import not_a_server_error
 
 from parley.engine.app import create_app as create_engine_app
 from parley.util.serving import serve_app
-from server_helpers import make_engine, make_settings, running_server
+from support.server import make_engine, make_settings, running_server
 
 
 @pytest.fixture(scope="module")

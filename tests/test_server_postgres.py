@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from rtc_helpers import of_type
-from server_helpers import call_json, eventually, http, make_settings, running_server, say_text, server_call
+from support.rtc import of_type
+from support.server import call_json, eventually, http, make_settings, running_server, say_text, server_call
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

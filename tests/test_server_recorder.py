@@ -18,8 +18,8 @@ from parley.protocol.pricing import DEFAULT_TABLE
 from parley.server.db import Store
 from parley.server.metrics import Metrics
 from parley.server.recorder import Recorder
-from recorder_events import event
-from server_helpers import make_settings, running_server
+from support.recorder_events import event
+from support.server import make_settings, running_server
 
 
 def test_the_recorder_never_raises_and_stores_in_conversation_order(tmp_path: Path) -> None:

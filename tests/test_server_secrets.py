@@ -21,8 +21,8 @@ from pydantic import SecretStr
 import parley
 from parley.engine.app import create_app as create_engine_app
 from parley.util.serving import serve_app
-from rtc_helpers import of_type
-from server_helpers import http, make_engine, make_settings, running_server, say_text, server_call
+from support.rtc import of_type
+from support.server import http, make_engine, make_settings, running_server, say_text, server_call
 
 pytestmark = pytest.mark.slow
 

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from parley.util.serving import free_port
-from rtc_helpers import of_type
-from server_helpers import call_json, eventually, say_text, server_call
+from support.rtc import of_type
+from support.server import call_json, eventually, say_text, server_call
 
 pytestmark = pytest.mark.slow
 

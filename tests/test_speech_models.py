@@ -22,7 +22,7 @@ from parley.engine.speech import stt
 from parley.engine.speech.tts import VOICES, Tts, speed_to_prosody, voice_spec
 from parley.engine.speech.vad import FRAME_MS, VadStream, idle_models
 from parley.engine.speech.wer import edit_distance, normalize, wer
-from speechfixtures import silence, speech_bounds_ms, speech_pcm16k, speech_pcm24k
+from support.speech import silence, speech_bounds_ms, speech_pcm16k, speech_pcm24k
 
 BILL_SENTENCES = [
     "I would like to lower my monthly bill.",

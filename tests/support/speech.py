@@ -1,6 +1,6 @@
 """Spoken test fixtures made by our own TTS (espeak-ng), cached per process.
 
-    from speechfixtures import speech_pcm24k, speech_wav, speech_pcm16_bytes
+    from support.speech import speech_pcm24k, speech_wav, speech_pcm16_bytes
 
 speech_pcm24k() gives float32 at 24 kHz with silence around the words; speech_wav() writes it
 as a mono 16-bit WAV (24 kHz by default). Chromium's fake microphone

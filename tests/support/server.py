@@ -18,7 +18,7 @@ from parley.engine.speech.local import LocalSpeech
 from parley.server.app import create_app
 from parley.server.settings import ServerSettings
 from parley.util.serving import serve_app
-from rtc_helpers import RtcPeer, of_type
+from support.rtc import RtcPeer, of_type
 
 
 @functools.cache

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from conformance import validate_server_event
 from parley.audio.pcm import SAMPLE_RATE, float_to_pcm16
+from support.conformance import validate_server_event
 
 
 async def recv_event(conn: Any, timeout: float = 30.0, *, beta: bool = False) -> dict[str, Any]:
@@ -52,10 +52,6 @@ async def stream_pcm(conn: Any, pcm: np.ndarray, *, chunk_ms: int = 20, speed: f
         delay = start + (i + 1) * chunk_ms / 1000 / speed - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-
-
-def silence(ms: int) -> np.ndarray:
-    return np.zeros(SAMPLE_RATE * ms // 1000, dtype=np.float32)
 
 
 def audio_of(events: list[dict[str, Any]], response_id: str | None = None) -> np.ndarray:
