@@ -1,9 +1,8 @@
 // The bill-negotiation practice call: the page around parley.js.
-import { microphonePicker } from "/devices.js";
-import { RealtimeCall, unsupportedReason } from "/parley.js";
+import { microphonePicker } from "./devices.js";
+import { RealtimeCall, unsupportedReason } from "./parley.js";
+import { $, escape, money, statusLabel } from "./ui.js";
 
-const $ = (id) => document.getElementById(id);
-const money = (x) => (typeof x === "number" ? `$${x.toFixed(2)}` : "—");
 const SCENARIO_PERSONA = "negotiator/sarah";
 const svg = (body) => `<svg width="30" height="30" viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" ` +
   `stroke-linecap="round" stroke-linejoin="round" aria-hidden="true">${body}</svg>`;
@@ -21,10 +20,6 @@ let currentPersona = null; // the agent now speaking for the provider
 const speakerOf = new Map(); // assistant item id -> persona name when it was written
 let outcome = null;
 const logLines = [];
-
-function escape(text) {
-  return String(text).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
-}
 
 async function loadScenario() {
   try {
@@ -56,7 +51,7 @@ function personaFromInstructions(instructions) {
 }
 
 function log(event, direction = "in") {
-  const detail = event.type === "error" ? ` ${event.error.message}` : event.delta ? ` ${JSON.stringify(event.delta).slice(0, 60)}` : "";
+  const detail = event.type === "error" ? ` ${(event.error && event.error.message) || ""}` : event.delta ? ` ${JSON.stringify(event.delta).slice(0, 60)}` : "";
   logLines.push(`${new Date().toLocaleTimeString()} ${direction === "in" ? "←" : "→"} ${event.type}${detail}`);
   if (logLines.length > 400) logLines.splice(0, logLines.length - 400);
   if ($("log").closest("details").open) $("log").textContent = logLines.join("\n");
@@ -68,7 +63,7 @@ function render() {
   const live = status === "connected";
   const el = $("status");
   el.dataset.status = status;
-  el.textContent = { disconnected: "Disconnected", connecting: "Connecting…", connected: "Connected", reconnecting: "Reconnecting…" }[status];
+  el.textContent = statusLabel(status);
   $("start").disabled = status === "connecting" || live;
   $("end").disabled = !state || status === "disconnected";
   $("mic").disabled = !live;
