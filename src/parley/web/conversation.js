@@ -179,7 +179,8 @@ export class ConversationState {
 
   // -- applying events ------------------------------------------------------------------------
 
-  /** Apply one server event (a JSON string or a parsed object); the changes it made. Never throws. */
+  /** Apply one server event (a JSON string, a parsed object, or what readServerEvent made of one);
+   * the changes it made. Never throws. */
   apply(event, now) {
     const ev = readServerEvent(event);
     const handler = Object.hasOwn(HANDLERS, ev.type) ? HANDLERS[ev.type] : null;

@@ -161,6 +161,7 @@ export class RealtimeCall extends EventTarget {
     this._retries = 0;
     this._talking = false;
     this.conversation = new ConversationState(); // the server's conversation, as its events say
+    this._views = new Map(); // item id -> its view (null: not shown), made again when it changes
     this._earlier = []; // item views of the connections before this one (a reconnected call)
     this._speech = null; // the user's turn in progress: {id, speaking}
     this._seen = new Map(); // item id -> when the page first knew of it (a turn: when speech started)
@@ -592,7 +593,7 @@ export class RealtimeCall extends EventTarget {
       this._report.events.push(event);
     }
     const changes = this.conversation.apply(event, now);
-    this._applyChanges(changes, now);
+    this._applyChanges(changes, now, event);
     if (!(event instanceof InvalidServerEvent)) {
       this.dispatchEvent(new CustomEvent("event", { detail: event }));
       if (event.type === "response.done") this.dispatchEvent(new CustomEvent("response", { detail: event.response }));
@@ -600,7 +601,7 @@ export class RealtimeCall extends EventTarget {
     this._announce(changes);
   }
 
-  _applyChanges(changes, now) {
+  _applyChanges(changes, now, event = null) {
     const s = this.state;
     for (const c of changes) {
       switch (c.kind) {
@@ -650,7 +651,7 @@ export class RealtimeCall extends EventTarget {
           break;
       }
     }
-    s.items = [...this._earlier, ...this._itemViews()];
+    this._updateItems(changes, event);
   }
 
   _announce(changes) {
@@ -658,12 +659,32 @@ export class RealtimeCall extends EventTarget {
     this._changed();
   }
 
-  // The transcript as the pages show it: the conversation's messages and tool calls, in order, and
-  // the user's turn while they are still speaking (before the server has made it an item).
+  // state.items, the transcript as the pages show it: the conversation's messages and tool calls,
+  // in order, and the user's turn while they are still speaking (before the server has made it an
+  // item). An item changes only by an event or a change that names it, so only those views are
+  // made again, and the list only when one was.
+  _updateItems(changes, event) {
+    const named = new Set();
+    const own = event && (typeof event.item_id === "string" ? event.item_id : event.item && event.item.id);
+    if (typeof own === "string") named.add(own);
+    for (const c of changes) {
+      if (c.item) named.add(c.item.id);
+      if (c.item_id) named.add(c.item_id);
+      if (c.output) for (const item of c.output) named.add(item.id);
+      if (c.kind === "item_deleted") this._views.delete(c.item_id);
+    }
+    if (!named.size) return;
+    for (const id of named) {
+      const item = this.conversation.get(id);
+      if (item && !item.out_of_band) this._views.set(id, this._itemView(item));
+    }
+    this.state.items = [...this._earlier, ...this._itemViews()];
+  }
+
   _itemViews() {
     const views = [];
-    for (const item of this.conversation.items) {
-      const view = this._itemView(item);
+    for (const id of this.conversation.ids) {
+      const view = this._views.get(id);
       if (view) views.push(view);
     }
     const speech = this._speech;
@@ -675,30 +696,43 @@ export class RealtimeCall extends EventTarget {
   }
 
   _itemView(item) {
-    const complete = this.conversation.isComplete(item.id);
+    let role = item.role;
+    let kind = "message";
+    let text;
+    if (item.type === "function_call") {
+      [role, kind, text] = ["tool", "function_call", item.arguments];
+    } else if (item.type === "function_call_output") {
+      [role, kind, text] = ["tool", "function_call_output", item.output || ""];
+    } else if (item.type !== "message" || role === "system") {
+      return null;
+    } else {
+      text = item.text; // all of a cut answer's words (marked interrupted); `heard`: those heard
+      if (!text && item.transcription_failed) text = "(not understood)";
+    }
     const cut = item.status === "incomplete" || item.truncated_ms !== null;
-    const view = {
+    const speech = this._speech;
+    return {
       id: item.id,
-      status: !complete ? "in_progress" : cut ? "interrupted" : "completed",
+      role,
+      kind,
+      name: item.name,
+      text,
+      status: !this.conversation.isComplete(item.id) ? "in_progress" : cut ? "interrupted" : "completed",
+      hidden: kind === "function_call_output",
+      speaking: Boolean(speech && speech.id === item.id && speech.speaking),
       responseId: item.response_id,
       previousId: item.previous_item_id,
+      heardMs: item.truncated_ms,
+      heard: item.truncated_ms !== null ? item.heard_text : null,
       at: this._seen.get(item.id) || item.created_at,
     };
-    if (item.type === "function_call") return { ...view, role: "tool", kind: "function_call", name: item.name, text: item.arguments };
-    if (item.type === "function_call_output") {
-      return { ...view, role: "tool", kind: "function_call_output", text: item.output || "", hidden: true };
-    }
-    if (item.type !== "message" || item.role === "system") return null;
-    let text = item.text; // all of a cut answer's words (marked interrupted); `heard`: those heard
-    if (!text && item.transcription_failed) text = "(not understood)";
-    return { ...view, role: item.role, kind: "message", text, speaking: Boolean(this._speech && this._speech.id === item.id
-      && this._speech.speaking), heardMs: item.truncated_ms, heard: item.truncated_ms !== null ? item.heard_text : null };
   }
 
   // A new connection is a new conversation; what was said before stays in the transcript.
   _newConversation() {
     this._earlier = this.state.items; // (the last conversation has ended: no turn in progress among them)
     this.conversation = new ConversationState();
+    this._views = new Map(); // item id -> its view (null: not shown), made again when it changes
     this._speech = null;
   }
 

@@ -35,12 +35,19 @@ export const str = (value) => (typeof value === "string" ? value : null);
 const own = (table, key) => (Object.hasOwn(table, key) ? table[key] : undefined);
 const copy = (value) => (value === undefined ? value : JSON.parse(JSON.stringify(value)));
 
+// Marks an event readServerEvent made (a symbol: never sent, never serialised), so that it is read once.
+const READ = Symbol("parley.readServerEvent");
+
+/** Whether `event` came from readServerEvent (GA-shaped already, or an InvalidServerEvent). */
+export const isRead = (event) => Boolean(event && event[READ]);
+
 /** Something that is not a server event; `reason` says what was wrong with it. */
 export class InvalidServerEvent {
   constructor(reason, data = {}) {
     this.type = "invalid";
     this.reason = reason;
     this.data = data;
+    this[READ] = true;
   }
 }
 
@@ -55,6 +62,13 @@ const MAYBE_BETA = new Set([
 
 /** One server event (a JSON string or a parsed object) in GA shape, or an InvalidServerEvent. */
 export function readServerEvent(raw) {
+  if (isRead(raw)) return raw;
+  const event = read(raw);
+  event[READ] = true;
+  return event;
+}
+
+function read(raw) {
   let data = raw;
   if (typeof raw === "string") {
     try {
