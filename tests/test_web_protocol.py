@@ -312,6 +312,8 @@ EDGE_CASES: list[Any] = [
     {"type": "conversation.item.input_audio_transcription.completed", "item_id": "item_u", "transcript": "Hello!"},
     {"type": "session.updated", "session": {"type": "realtime", "audio": {"input": {"transcription": None}}}},
     {"type": "conversation.item.truncated", "item_id": "item_b", "content_index": 0, "audio_end_ms": 200},
+    # OpenAI's copy of a cut answer has no transcript: what was heard stays as estimated
+    {"type": "conversation.item.retrieved", "item": _msg("item_b", "assistant", [{"type": "output_audio"}], "incomplete")},
     {"type": "output_audio_buffer.started", "response_id": "resp_1"},
     {"type": "output_audio_buffer.cleared", "response_id": "resp_1"},
     {"type": "input_audio_buffer.speech_started", "audio_start_ms": 10, "item_id": "item_w"},

@@ -444,8 +444,12 @@ function onItemAdded(event, out) {
 function onRetrieved(event, out) {
   const wire = needObject(event.item, "item");
   const item = this.get(str(wire.id));
-  // The server trims a cut answer's transcript to what was played: those are the words heard.
-  if (item && item.truncated_ms !== null) item.heard = contentText(wire);
+  if (item && item.truncated_ms !== null) {
+    // Parley's engine trims a cut answer's transcript to what was played: the words heard.
+    // OpenAI documents removing it instead; then the estimate from the audio stands.
+    const words = contentText(wire);
+    if (words) item.heard = words;
+  }
   out.push(change("item_retrieved", { item, wire }));
 }
 
