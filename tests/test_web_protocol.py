@@ -356,7 +356,7 @@ CALL_VIEW = """({ parley }, { events, hangUpAfter }) => {
   if (hangUpAfter !== undefined) call.disconnect();
   const { errors, ignoredErrors, invalidEvents, usage, agentSpeaking, userSpeaking, session } = call.state;
   return { steps, kinds, final: call.state.items, errors, ignoredErrors, invalidEvents, usage, agentSpeaking,
-    userSpeaking, voice: session.audio.output.voice };
+    userSpeaking, voice: session?.audio?.output?.voice ?? null };
 }"""
 
 
@@ -403,3 +403,14 @@ def test_hanging_up_ends_the_answer_being_written(js: Runtime, engine_events: li
     assert writing["role"] == "assistant" and writing["status"] == "in_progress"
     ended = next(r for r in view["final"] if r["id"] == writing["id"])
     assert ended["status"] == "interrupted" and ended["text"] == writing["text"]
+
+
+def test_a_turn_that_never_became_an_item_leaves_the_transcript(js: Runtime) -> None:
+    events = [{"type": "session.created", "session": {"type": "realtime"}},
+              {"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": "item_w"},
+              {"type": "input_audio_buffer.cleared"},
+              {"type": "input_audio_buffer.speech_started", "audio_start_ms": 900, "item_id": "item_x"}]
+    view = js(CALL_VIEW, {"events": [json.dumps(e) for e in events], "hangUpAfter": len(events)})
+    assert [[(r["id"], r["speaking"]) for r in rows] for rows in view["steps"]] == [
+        [], [("item_w", True)], [], [("item_x", True)]]
+    assert view["final"] == [] and not view["userSpeaking"]  # hung up while speaking

@@ -601,7 +601,7 @@ export class RealtimeCall extends EventTarget {
     this._announce(changes);
   }
 
-  _applyChanges(changes, now, event = null) {
+  _applyChanges(changes, now, event = null, { ended = false } = {}) {
     const s = this.state;
     for (const c of changes) {
       switch (c.kind) {
@@ -651,7 +651,7 @@ export class RealtimeCall extends EventTarget {
           break;
       }
     }
-    this._updateItems(changes, event);
+    this._updateItems(changes, event, ended || changes.some((c) => c.kind === "input_cleared"));
   }
 
   _announce(changes) {
@@ -662,8 +662,8 @@ export class RealtimeCall extends EventTarget {
   // state.items, the transcript as the pages show it: the conversation's messages and tool calls,
   // in order, and the user's turn while they are still speaking (before the server has made it an
   // item). An item changes only by an event or a change that names it, so only those views are
-  // made again, and the list only when one was.
-  _updateItems(changes, event) {
+  // made again, and the list only when one was (or the user's turn was dropped: `speechGone`).
+  _updateItems(changes, event, speechGone) {
     const named = new Set();
     const own = event && (typeof event.item_id === "string" ? event.item_id : event.item && event.item.id);
     if (typeof own === "string") named.add(own);
@@ -673,7 +673,7 @@ export class RealtimeCall extends EventTarget {
       if (c.output) for (const item of c.output) named.add(item.id);
       if (c.kind === "item_deleted") this._views.delete(c.item_id);
     }
-    if (!named.size) return;
+    if (!named.size && !speechGone) return;
     for (const id of named) {
       const item = this.conversation.get(id);
       if (item && !item.out_of_band) this._views.set(id, this._itemView(item));
@@ -741,7 +741,7 @@ export class RealtimeCall extends EventTarget {
     const changes = this.conversation.connectionLost(reason);
     this._speech = null;
     this.state.userSpeaking = false;
-    this._applyChanges(changes, Date.now());
+    this._applyChanges(changes, Date.now(), null, { ended: true });
     this._announce(changes);
   }
 
