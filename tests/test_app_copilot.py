@@ -145,7 +145,7 @@ async def test_microphone_list_fills_once_the_microphone_is_allowed(server: str,
         # and the copilot starts with the microphone picked, the share picker still open
         await page.select_option("#mic-device", named[1][0])
         await page.click("#start")
-        await until(page, "window.copilot.mic.state.status === 'connected'", 20)
+        await until(page, "window.copilot && window.copilot.mic.state.status === 'connected'", 20)
         assert await page.evaluate("window.copilot.speaker.state.status") == "connecting"
         assert await page.input_value("#mic-device") == named[1][0]
         ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -257,3 +257,24 @@ async def test_sarah_introduces_herself_once(server: str, quiet_mic: Path) -> No
         assert greeting[0] == "assistant" and greeting[2].startswith("Thanks for calling"), greeting
         assert not re.search(r"this is Sarah|Sarah with", answer), answer
         await page.click("#end")
+
+
+async def test_the_agents_own_transfer_is_shown_as_marco(server: str, quiet_mic: Path) -> None:
+    """The user asks Sarah for her supervisor (no button): her transfer tool hands the call over on
+    the server, and the page learns who speaks from the server (the personas it records on the
+    call), not from the instructions' prose."""
+    async with browser(quiet_mic) as chromium:
+        page = await _connected_call(chromium, server)
+        await until(page, f"{BUBBLES}.some(b => b[0] === 'assistant' && /Sarah/.test(b[2]))", 30)
+        await page.fill("#text", "I want to speak to your supervisor, please.")
+        await page.press("#text", "Enter")
+        marco = await until(page, f"{BUBBLES}.filter(b => b[1] === 'Marco').map(b => b[2])[0]", 60, context=BUBBLES)
+        assert "Marco" in marco, marco
+        bubbles = await page.evaluate(BUBBLES)
+        assert bubbles[0][:2] == ["assistant", "Sarah"], bubbles  # her lines keep her name
+        assert (await page.text_content("#speaking") or "").startswith("Marco")
+        assert await page.is_disabled("#supervisor")  # Marco has nobody to hand over to
+        call_id = await page.evaluate("window.parleyCall.state.callId")
+        asked = await page.evaluate("performance.getEntriesByType('resource').map(e => new URL(e.name).pathname)")
+        assert f"/api/calls/{call_id}" in asked, asked
+        await page.click("#end")

@@ -1,10 +1,9 @@
 // The copilot: the microphone ("You") and the system audio ("Them") as two calls through the
 // server, quick answers from the mic session, considered answers from the server.
-import { microphonePicker } from "/devices.js";
-import { RealtimeCall, captureSystemAudio, unsupportedReason } from "/parley.js";
+import { microphonePicker } from "./devices.js";
+import { RealtimeCall, captureSystemAudio, unsupportedReason } from "./parley.js";
+import { $, escape, statusLabel } from "./ui.js";
 
-const $ = (id) => document.getElementById(id);
-const escape = (t) => String(t ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 const THEM = "[Them] ";
 
 let mic = null;
@@ -12,14 +11,10 @@ let speaker = null;
 const mains = []; // {id, after (them item id), at, text, label, thinking}
 const injected = new Set();
 
-function statusText(state) {
-  return { disconnected: "Disconnected", connecting: "Connecting…", connected: "Connected", reconnecting: "Reconnecting…" }[state.status];
-}
-
 function setStatus(el, call) {
   const status = call ? call.state.status : "disconnected";
   el.dataset.status = status;
-  el.textContent = call ? statusText(call.state) : "Disconnected";
+  el.textContent = statusLabel(status);
 }
 
 /** Both calls' lines, in the order they were spoken, with the answers after what they answer. */
@@ -78,20 +73,22 @@ function render() {
   if (nearBottom) box.scrollTop = box.scrollHeight;
 }
 
-// Each final line of theirs goes into the mic session (labelled), and gets a quick answer there
-// and a considered one from the server.
-function onSpeakerEvent(event) {
-  if (event.type !== "conversation.item.input_audio_transcription.completed") return;
-  const text = (event.transcript || "").trim();
-  if (!text || injected.has(event.item_id) || !mic || mic.state.status !== "connected") return;
-  injected.add(event.item_id);
-  mic.sendClientEvent({
-    type: "conversation.item.create",
-    item: { type: "message", role: "user", content: [{ type: "input_text", text: THEM + text }] },
-  });
-  if (mic._activeResponse) mic.sendClientEvent({ type: "response.cancel" });
-  mic.sendClientEvent({ type: "response.create" });
-  mainAnswer(event.item_id, text);
+// Each line of theirs, once its words are final, goes into the mic session (labelled), and gets a
+// quick answer there and a considered one from the server.
+function onSpeakerChanges(changes) {
+  for (const c of changes) {
+    if (c.kind !== "item_completed" || c.item.role !== "user" || !c.first) continue;
+    const id = c.item.id;
+    if (!c.text || injected.has(id) || !mic || mic.state.status !== "connected") continue;
+    injected.add(id);
+    mic.sendClientEvent({
+      type: "conversation.item.create",
+      item: { type: "message", role: "user", content: [{ type: "input_text", text: THEM + c.text }] },
+    });
+    if (mic.activeResponseId) mic.sendClientEvent({ type: "response.cancel" });
+    mic.sendClientEvent({ type: "response.create" });
+    mainAnswer(id, c.text);
+  }
 }
 
 async function mainAnswer(afterId, question) {
@@ -159,7 +156,7 @@ async function start() {
   window.copilot = { mic, speaker, mains };
   watch(mic, "mic-level");
   watch(speaker, "speaker-level");
-  speaker.addEventListener("event", (e) => onSpeakerEvent(e.detail));
+  speaker.addEventListener("changes", (e) => onSpeakerChanges(e.detail));
   render();
   // The microphone's names come with its permission, while the share picker may still be open.
   const micReady = mic.connect().then(fillDevices);

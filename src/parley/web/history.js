@@ -1,7 +1,5 @@
 // Past calls: list, transcript, downloads.
-const $ = (id) => document.getElementById(id);
-const escape = (t) => String(t ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
-const money = (x) => (typeof x === "number" ? `$${x.toFixed(2)}` : "—");
+import { $, escape, money } from "./ui.js";
 
 function duration(seconds) {
   if (typeof seconds !== "number") return "—";

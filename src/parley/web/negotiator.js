@@ -1,9 +1,8 @@
 // The bill-negotiation practice call: the page around parley.js.
-import { microphonePicker } from "/devices.js";
-import { RealtimeCall, unsupportedReason } from "/parley.js";
+import { microphonePicker } from "./devices.js";
+import { RealtimeCall, unsupportedReason } from "./parley.js";
+import { $, escape, money, statusLabel } from "./ui.js";
 
-const $ = (id) => document.getElementById(id);
-const money = (x) => (typeof x === "number" ? `$${x.toFixed(2)}` : "—");
 const SCENARIO_PERSONA = "negotiator/sarah";
 const svg = (body) => `<svg width="30" height="30" viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" ` +
   `stroke-linecap="round" stroke-linejoin="round" aria-hidden="true">${body}</svg>`;
@@ -17,14 +16,18 @@ const ICONS = {
 let personas = [];
 let card = null;
 let call = null;
-let currentPersona = null; // the agent now speaking for the provider
-const speakerOf = new Map(); // assistant item id -> persona name when it was written
 let outcome = null;
 const logLines = [];
 
-function escape(text) {
-  return String(text).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
-}
+// Who speaks for the provider, as the server records it on the call (the supervisor button and the
+// agent's own transfer tool both hand over on the server). The session's instructions changing
+// means a hand-over may have happened: a new stretch of the call begins, and the page asks the
+// server who speaks in it. An answer keeps the name of the stretch it was written in.
+const stretches = []; // [{persona}], the last is now
+const stretchOf = new Map(); // assistant item id -> index in stretches
+let instructions; // the session's, as last reported
+let recorded = 0; // how many personas the server had recorded on the call when last asked
+let handingTo = null; // the persona an escalation (POST) named before its stretch began
 
 async function loadScenario() {
   try {
@@ -34,7 +37,6 @@ async function loadScenario() {
   }
   card = personas.find((p) => p.persona && p.persona.id === SCENARIO_PERSONA) || personas[0] || null;
   if (!card) return;
-  currentPersona = card.persona;
   $("bill").textContent = `${money(card.monthly_bill)} / month`;
   $("provider").textContent = card.provider;
   $("plan").textContent = card.plan;
@@ -50,13 +52,62 @@ async function loadScenario() {
   }
 }
 
-function personaFromInstructions(instructions) {
-  if (!instructions || !card) return null;
-  return (card.personas || []).find((p) => instructions.includes(`You are ${p.name}`)) || null;
+function currentPersona() {
+  return stretches.length ? stretches[stretches.length - 1].persona : card && card.persona;
+}
+
+function personaOf(recordedPersona) {
+  return (card && (card.personas || []).find((p) => p.id === recordedPersona.id)) || recordedPersona;
+}
+
+function nameOf(item) {
+  const stretch = stretches[stretchOf.has(item.id) ? stretchOf.get(item.id) : stretches.length - 1];
+  const persona = stretch ? stretch.persona : currentPersona();
+  return persona ? persona.name : "Agent";
+}
+
+function onChanges(changes) {
+  for (const c of changes) {
+    if (c.kind === "session_changed" && c.session.instructions !== instructions) {
+      instructions = c.session.instructions;
+      const stretch = { persona: handingTo || currentPersona() };
+      handingTo = null;
+      stretches.push(stretch);
+      // A direct call reaches the server only through the page's reports: it is not asked.
+      if (call.options.mode === "server") learnPersona(call, stretch);
+    } else if (c.kind === "item_placed" && c.item.role === "assistant" && !stretchOf.has(c.item.id)) {
+      stretchOf.set(c.item.id, stretches.length - 1);
+    }
+  }
+}
+
+/** Ask the server who speaks in `stretch`: until it has recorded a new persona, for a few seconds
+ * (its copy of the session change may reach it a moment after the page's). */
+async function learnPersona(of, stretch) {
+  const first = stretch === stretches[0];
+  for (const wait of [0, 250, 500, 1000, 2000]) {
+    if (wait) await new Promise((resolve) => setTimeout(resolve, wait));
+    if (call !== of || !of.state.callId) return;
+    let detail;
+    try {
+      const r = await fetch(`/api/calls/${encodeURIComponent(of.state.callId)}`);
+      if (!r.ok) continue;
+      detail = await r.json();
+    } catch {
+      continue; // asked again after the next wait
+    }
+    const list = detail.personas || [];
+    if (list.length && (first || list.length > recorded)) {
+      recorded = list.length;
+      stretch.persona = personaOf(list[list.length - 1]);
+      render();
+      return;
+    }
+  }
 }
 
 function log(event, direction = "in") {
-  const detail = event.type === "error" ? ` ${event.error.message}` : event.delta ? ` ${JSON.stringify(event.delta).slice(0, 60)}` : "";
+  const detail = event.type === "error" ? ` ${(event.error && event.error.message) || ""}` : event.delta ? ` ${JSON.stringify(event.delta).slice(0, 60)}` : "";
   logLines.push(`${new Date().toLocaleTimeString()} ${direction === "in" ? "←" : "→"} ${event.type}${detail}`);
   if (logLines.length > 400) logLines.splice(0, logLines.length - 400);
   if ($("log").closest("details").open) $("log").textContent = logLines.join("\n");
@@ -68,12 +119,13 @@ function render() {
   const live = status === "connected";
   const el = $("status");
   el.dataset.status = status;
-  el.textContent = { disconnected: "Disconnected", connecting: "Connecting…", connected: "Connected", reconnecting: "Reconnecting…" }[status];
+  el.textContent = statusLabel(status);
   $("start").disabled = status === "connecting" || live;
   $("end").disabled = !state || status === "disconnected";
   $("mic").disabled = !live;
   $("text").disabled = $("send").disabled = !live;
-  $("supervisor").disabled = !live || $("direct").checked || (currentPersona && card && currentPersona.id !== SCENARIO_PERSONA);
+  const persona = currentPersona();
+  $("supervisor").disabled = !live || $("direct").checked || Boolean(handingTo) || (persona && card && persona.id !== SCENARIO_PERSONA);
   if (!live) {
     $("mic-level").value = $("agent-level").value = 0; // no levels arrive after the call
   }
@@ -87,7 +139,7 @@ function render() {
   $("mic").setAttribute("aria-label", state.pushToTalk ? "Hold to talk" : muted ? "Unmute microphone" : "Mute microphone");
   $("mic").innerHTML = state.pushToTalk ? ICONS.talk : muted ? ICONS.muted : ICONS.mic;
   $("mic").classList.toggle("talking", state.pushToTalk && state.userSpeaking);
-  const name = currentPersona ? currentPersona.name : "Agent";
+  const name = persona ? persona.name : "Agent";
   $("speaking").dataset.on = String(state.agentSpeaking);
   $("speaking").textContent = state.agentSpeaking ? `${name} is speaking` : `${name} is listening`;
   $("errors").textContent = state.errors.length ? state.errors[state.errors.length - 1].message : "";
@@ -103,8 +155,7 @@ function render() {
         return item.name === "record_outcome" || item.name === "transfer_to_supervisor"
           ? `<div class="bubble tool">${item.name === "record_outcome" ? "✔ Outcome recorded" : "↪ Transferring to a supervisor"}</div>` : "";
       }
-      if (item.role === "assistant" && !speakerOf.has(item.id)) speakerOf.set(item.id, name);
-      const who = item.role === "user" ? "You" : speakerOf.get(item.id) || name;
+      const who = item.role === "user" ? "You" : nameOf(item);
       const text = item.text || (item.role === "user" && item.speaking ? "…" : "");
       const classes = ["bubble", item.role, item.status === "in_progress" ? "pending" : "", item.status === "interrupted" ? "interrupted" : ""];
       return `<div class="${classes.join(" ")}" data-item="${escape(item.id)}" data-status="${item.status}">` +
@@ -159,8 +210,11 @@ async function start() {
   }
   outcome = null;
   $("outcome").hidden = true;
-  speakerOf.clear();
-  currentPersona = card ? card.persona : null;
+  stretches.length = 0;
+  stretchOf.clear();
+  instructions = undefined;
+  recorded = 0;
+  handingTo = null;
   call = new RealtimeCall({
     persona: SCENARIO_PERSONA,
     mode: $("direct").checked ? "direct" : "server",
@@ -172,9 +226,8 @@ async function start() {
     audio: headsetAudio($("headset").checked),
   });
   window.parleyCall = call; // for tests and the curious
+  call.addEventListener("changes", (e) => onChanges(e.detail));
   call.addEventListener("change", () => {
-    const who = personaFromInstructions(call.state.session && call.state.session.instructions);
-    if (who) currentPersona = who;
     outcomeFromItems();
     render();
   });
@@ -231,11 +284,13 @@ async function upload(callId, recording) {
 async function escalate() {
   if (!call || !call.state.callId) return;
   $("supervisor").disabled = true;
+  const before = stretches.length;
   const r = await fetch(`/api/calls/${encodeURIComponent(call.state.callId)}/escalate`, { method: "POST" });
   if (r.ok) {
-    const body = await r.json();
-    const found = card && (card.personas || []).find((p) => p.id === body.persona.id);
-    currentPersona = found || body.persona;
+    // The server says who takes over: the stretch the hand-over began (or, not begun yet, the next).
+    const persona = personaOf((await r.json()).persona);
+    if (stretches.length > before) stretches[before].persona = persona;
+    else handingTo = persona;
   } else {
     const body = await r.json().catch(() => ({}));
     $("errors").textContent = (body.error && body.error.message) || `Escalation failed (${r.status}).`;

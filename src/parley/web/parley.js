@@ -3,23 +3,26 @@
 //   mode "server" (default): the browser's SDP offer goes to the Parley server (POST /api/calls),
 //     which holds the agent's configuration and the real key, and records the call;
 //   mode "direct": the server mints an ephemeral key (POST /api/session) and the browser posts its
-//     offer straight to the upstream's /v1/realtime/calls (the seeds' flow).
+//     offer straight to the upstream's /v1/realtime/calls (the flow of OpenAI's browser examples).
 //
-//   import { RealtimeCall } from "/static/parley.js";
+// The call is a thin driver around `ConversationState` (conversation.js, the browser's copy of
+// parley.protocol's): every data-channel event goes through it, and the changes it reports update
+// `call.state`. Events a page can listen to:
+//   "change"   the state changed (detail: call.state)
+//   "changes"  what one server event changed, in the protocol's own kinds (detail: a list of
+//              {kind: "item_completed", item, text, first, ...}; see conversation.js)
+//   "event"    one server event, in GA shape; "sent" one client event; "error", "levels", "latency"
+//
+//   import { RealtimeCall } from "./parley.js";
 //   const call = new RealtimeCall({ persona: "negotiator/sarah" });
 //   call.addEventListener("change", () => render(call.state));
 //   await call.connect();
 
-const GA_NAMES = {
-  // beta -> GA, so both are understood
-  "response.text.delta": "response.output_text.delta",
-  "response.text.done": "response.output_text.done",
-  "response.audio.delta": "response.output_audio.delta",
-  "response.audio.done": "response.output_audio.done",
-  "response.audio_transcript.delta": "response.output_audio_transcript.delta",
-  "response.audio_transcript.done": "response.output_audio_transcript.done",
-  "conversation.item.created": "conversation.item.added",
-};
+import { ConversationState } from "./conversation.js";
+import { listMicrophones } from "./devices.js";
+import { InvalidServerEvent, readServerEvent } from "./protocol.js";
+
+export { listMicrophones, watchMicrophones } from "./devices.js";
 
 // Errors the protocol calls harmless, which our own events earn in a race (a cancel sent as the
 // response ended by itself): counted in state.ignoredErrors and in the event log, never shown.
@@ -52,34 +55,6 @@ export async function captureSystemAudio() {
     throw new CallError("no_system_audio", 'No audio was shared: share a tab or the whole screen and tick "Share audio".');
   }
   return new MediaStream(audio);
-}
-
-/**
- * The audio inputs. Before the microphone is allowed browsers name none (Chrome lists one input with
- * no id and no label): call it again after getUserMedia, or from `watchMicrophones`.
- */
-export async function listMicrophones() {
-  if (!navigator.mediaDevices || !navigator.mediaDevices.enumerateDevices) return [];
-  const devices = await navigator.mediaDevices.enumerateDevices();
-  return devices.filter((d) => d.kind === "audioinput").map((d) => ({
-    deviceId: d.deviceId,
-    label: d.label || "Microphone",
-    named: Boolean(d.deviceId && d.label),
-    // Aggregate and virtual devices (seed 003) can carry no voice or confuse the VAD.
-    virtual: /aggregate|virtual|loopback|blackhole|soundflower|mixed|stereo mix|monitor/i.test(d.label || ""),
-  }));
-}
-
-/** Call `callback` when the inputs change: a device plugged in or out, or the microphone allowed. */
-export function watchMicrophones(callback) {
-  if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
-    navigator.mediaDevices.addEventListener("devicechange", callback);
-  }
-  if (navigator.permissions && navigator.permissions.query) {
-    navigator.permissions.query({ name: "microphone" }).then((status) => {
-      status.addEventListener("change", callback);
-    }).catch(() => {}); // a browser that cannot tell: devicechange and the page's own refresh remain
-  }
 }
 
 /** Why this browser cannot make a call, or null when it can. */
@@ -185,6 +160,11 @@ export class RealtimeCall extends EventTarget {
     this._closing = false;
     this._retries = 0;
     this._talking = false;
+    this.conversation = new ConversationState(); // the server's conversation, as its events say
+    this._views = new Map(); // item id -> its view (null: not shown), made again when it changes
+    this._earlier = []; // item views of the connections before this one (a reconnected call)
+    this._speech = null; // the user's turn in progress: {id, speaking}
+    this._seen = new Map(); // item id -> when the page first knew of it (a turn: when speech started)
   }
 
   _initialState() {
@@ -198,6 +178,7 @@ export class RealtimeCall extends EventTarget {
       items: [], // transcript in conversation (speech) order
       errors: [],
       ignoredErrors: 0, // harmless protocol errors (HARMLESS_ERRORS), not shown to the user
+      invalidEvents: 0, // server events that could not be read (logged to the console)
       latencies: [], // mouth-to-ear ms per turn
       levels: { mic: 0, agent: 0 },
       usage: { responses: 0, inputTokens: 0, outputTokens: 0 },
@@ -237,6 +218,7 @@ export class RealtimeCall extends EventTarget {
   async _startPeer() {
     const pc = new RTCPeerConnection({ iceServers: this.options.iceServers });
     this.pc = pc;
+    this._newConversation();
     if (!this.audioElement) {
       this.audioElement = document.createElement("audio");
       this.audioElement.autoplay = true;
@@ -270,15 +252,7 @@ export class RealtimeCall extends EventTarget {
     dc.onclose = () => {
       if (!this._closing) this._lost("The call's event channel closed.");
     };
-    dc.onmessage = (e) => {
-      let event;
-      try {
-        event = JSON.parse(e.data);
-      } catch {
-        return;
-      }
-      this._handle(event);
-    };
+    dc.onmessage = (e) => this._receive(e.data);
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
     const { sdp, callId } = this.options.mode === "direct" ? await this._directOffer(offer.sdp) : await this._serverOffer(offer.sdp);
@@ -374,6 +348,7 @@ export class RealtimeCall extends EventTarget {
     if (this._closing || this.state.status === "reconnecting") return;
     this._stopRecording(); // a reconnected call starts a recording of its own
     this._teardown();
+    this._endConversation(reason);
     if (this._retries < this.options.reconnectAttempts) {
       this._retries += 1;
       this._set({ status: "reconnecting" });
@@ -401,6 +376,7 @@ export class RealtimeCall extends EventTarget {
     /** A Promise of the call's recording (a Blob, or null), when `record` was on. */
     this.recording = this._stopRecording();
     this._teardown();
+    this._endConversation("hung up");
     this._set({ status: "disconnected", agentSpeaking: false, userSpeaking: false });
   }
 
@@ -443,7 +419,7 @@ export class RealtimeCall extends EventTarget {
 
   /** Stop the agent now (a manual barge-in). */
   interrupt() {
-    if (this._activeResponse) this.sendClientEvent({ type: "response.cancel" });
+    if (this.activeResponseId) this.sendClientEvent({ type: "response.cancel" });
     this.sendClientEvent({ type: "output_audio_buffer.clear" });
   }
 
@@ -605,167 +581,168 @@ export class RealtimeCall extends EventTarget {
 
   // -- server events -> state ------------------------------------------------------------------
 
-  _handle(raw) {
-    if (this._report && raw.type !== "response.output_audio.delta") this._report.events.push(raw);
-    const event = { ...raw, type: GA_NAMES[raw.type] || raw.type };
-    this.dispatchEvent(new CustomEvent("event", { detail: event }));
-    switch (event.type) {
-      case "session.created":
-      case "session.updated":
-        this.state.session = event.session;
-        break;
-      case "input_audio_buffer.speech_started":
-        this.state.userSpeaking = true;
-        this._upsert(event.item_id, { role: "user", status: "in_progress", speaking: true });
-        break;
-      case "input_audio_buffer.speech_stopped":
-        this.state.userSpeaking = false;
-        this._upsert(event.item_id, { speaking: false });
-        break;
-      case "conversation.item.added":
-      case "conversation.item.done":
-        this._itemFromServer(event.item, event.previous_item_id, event.type.endsWith("done"));
-        break;
-      case "conversation.item.input_audio_transcription.delta":
-        this._append(event.item_id, event.delta, "user");
-        break;
-      case "conversation.item.input_audio_transcription.completed":
-        this._upsert(event.item_id, { role: "user", text: event.transcript || "", status: "completed" });
-        break;
-      case "conversation.item.input_audio_transcription.failed":
-        this._upsert(event.item_id, { role: "user", status: "completed", text: "(not understood)" });
-        break;
-      case "response.created":
-        this._activeResponse = event.response.id;
-        break;
-      case "response.output_audio_transcript.delta":
-      case "response.output_text.delta":
-        this._append(event.item_id, event.delta, "assistant", event.response_id);
-        break;
-      case "response.output_audio_transcript.done":
-        this._upsert(event.item_id, { text: event.transcript });
-        break;
-      case "response.output_text.done":
-        this._upsert(event.item_id, { text: event.text });
-        break;
-      case "response.done":
-        this._responseDone(event.response);
-        break;
-      case "conversation.item.truncated":
-        this._upsert(event.item_id, { status: "interrupted", heardMs: event.audio_end_ms });
-        break;
-      case "conversation.item.deleted":
-        this.state.items = this.state.items.filter((i) => i.id !== event.item_id);
-        break;
-      case "output_audio_buffer.started":
-        this.state.agentSpeaking = true;
-        break;
-      case "output_audio_buffer.stopped":
-      case "output_audio_buffer.cleared":
-        this.state.agentSpeaking = false;
-        break;
-      case "error":
-        if (HARMLESS_ERRORS.has(event.error.code)) {
-          this.state.ignoredErrors += 1;
-          break;
-        }
-        this._error(new CallError(event.error.code || event.error.type, event.error.message));
-        return;
-      default:
-        break;
+  /** The response the agent is writing now (null when none). */
+  get activeResponseId() {
+    return this.conversation.activeResponseId;
+  }
+
+  _receive(raw) {
+    const now = Date.now();
+    const event = readServerEvent(raw);
+    if (this._report && !(event instanceof InvalidServerEvent) && event.type !== "response.output_audio.delta") {
+      this._report.events.push(event);
     }
+    const changes = this.conversation.apply(event, now);
+    this._applyChanges(changes, now, event);
+    if (!(event instanceof InvalidServerEvent)) {
+      this.dispatchEvent(new CustomEvent("event", { detail: event }));
+      if (event.type === "response.done") this.dispatchEvent(new CustomEvent("response", { detail: event.response }));
+    }
+    this._announce(changes);
+  }
+
+  _applyChanges(changes, now, event = null, { ended = false } = {}) {
+    const s = this.state;
+    for (const c of changes) {
+      switch (c.kind) {
+        case "session_changed":
+          s.session = c.session;
+          break;
+        case "speech_started":
+          s.userSpeaking = true;
+          this._speech = { id: c.item_id, speaking: true };
+          if (c.item_id && !this._seen.has(c.item_id)) this._seen.set(c.item_id, now);
+          break;
+        case "speech_stopped":
+          s.userSpeaking = false;
+          if (this._speech) this._speech.speaking = false;
+          break;
+        case "input_committed":
+          if (this._speech && this._speech.id === c.item_id) this._speech = null;
+          break;
+        case "input_cleared":
+          this._speech = null;
+          break;
+        case "playback_started":
+          s.agentSpeaking = true;
+          break;
+        case "playback_stopped":
+          s.agentSpeaking = false;
+          break;
+        case "response_done":
+          if (c.usage) {
+            s.usage = {
+              responses: s.usage.responses + 1,
+              inputTokens: s.usage.inputTokens + (c.usage.input_tokens || 0),
+              outputTokens: s.usage.outputTokens + (c.usage.output_tokens || 0),
+            };
+          }
+          break;
+        case "error_received":
+          if (HARMLESS_ERRORS.has(c.code)) s.ignoredErrors += 1;
+          else this._error(new CallError(c.code || c.type || "error", c.message));
+          break;
+        case "invalid_event":
+          // Not an event we can read (or one of a shape we do not know): counted and logged, the call goes on.
+          s.invalidEvents += 1;
+          console.warn(`parley: ignored a server event: ${c.reason}`);
+          break;
+        default:
+          break;
+      }
+    }
+    this._updateItems(changes, event, ended || changes.some((c) => c.kind === "input_cleared"));
+  }
+
+  _announce(changes) {
+    if (changes.length) this.dispatchEvent(new CustomEvent("changes", { detail: changes }));
     this._changed();
   }
 
-  _responseDone(response) {
-    if (this._activeResponse === response.id) this._activeResponse = null;
-    const usage = response.usage;
-    if (usage) {
-      const u = this.state.usage;
-      this.state.usage = {
-        responses: u.responses + 1,
-        inputTokens: u.inputTokens + (usage.input_tokens || 0),
-        outputTokens: u.outputTokens + (usage.output_tokens || 0),
-      };
+  // state.items, the transcript as the pages show it: the conversation's messages and tool calls,
+  // in order, and the user's turn while they are still speaking (before the server has made it an
+  // item). An item changes only by an event or a change that names it, so only those views are
+  // made again, and the list only when one was (or the user's turn was dropped: `speechGone`).
+  _updateItems(changes, event, speechGone) {
+    const named = new Set();
+    const own = event && (typeof event.item_id === "string" ? event.item_id : event.item && event.item.id);
+    if (typeof own === "string") named.add(own);
+    for (const c of changes) {
+      if (c.item) named.add(c.item.id);
+      if (c.item_id) named.add(c.item_id);
+      if (c.output) for (const item of c.output) named.add(item.id);
+      if (c.kind === "item_deleted") this._views.delete(c.item_id);
     }
-    for (const item of response.output || []) {
-      if (item.type !== "message") continue;
-      const interrupted = response.status === "cancelled" || item.status === "incomplete";
-      const patch = { status: interrupted ? "interrupted" : "completed", responseId: response.id };
-      const part = (item.content || [])[0];
-      const text = part && (part.transcript || part.text);
-      if (text) patch.text = text;
-      this._upsert(item.id, patch);
+    if (!named.size && !speechGone) return;
+    for (const id of named) {
+      const item = this.conversation.get(id);
+      if (item && !item.out_of_band) this._views.set(id, this._itemView(item));
     }
-    this.dispatchEvent(new CustomEvent("response", { detail: response }));
+    this.state.items = [...this._earlier, ...this._itemViews()];
   }
 
-  _itemFromServer(item, previousId, done) {
+  _itemViews() {
+    const views = [];
+    for (const id of this.conversation.ids) {
+      const view = this._views.get(id);
+      if (view) views.push(view);
+    }
+    const speech = this._speech;
+    if (speech && speech.id && !this.conversation.has(speech.id)) {
+      views.push({ id: speech.id, role: "user", kind: "message", text: "", status: "in_progress",
+        speaking: speech.speaking, at: this._seen.get(speech.id) });
+    }
+    return views;
+  }
+
+  _itemView(item) {
+    let role = item.role;
+    let kind = "message";
+    let text;
     if (item.type === "function_call") {
-      this._upsert(item.id, { role: "tool", kind: "function_call", name: item.name, text: item.arguments || "", previousId });
-      return;
+      [role, kind, text] = ["tool", "function_call", item.arguments];
+    } else if (item.type === "function_call_output") {
+      [role, kind, text] = ["tool", "function_call_output", item.output || ""];
+    } else if (item.type !== "message" || role === "system") {
+      return null;
+    } else {
+      text = item.text; // all of a cut answer's words (marked interrupted); `heard`: those heard
+      if (!text && item.transcription_failed) text = "(not understood)";
     }
-    if (item.type === "function_call_output") {
-      this._upsert(item.id, { role: "tool", kind: "function_call_output", text: item.output || "", previousId, hidden: true });
-      return;
-    }
-    if (item.type !== "message" || item.role === "system") return;
-    const part = (item.content || [])[0] || {};
-    const text = part.text || part.transcript || "";
-    const patch = { role: item.role, previousId };
-    if (text) patch.text = text;
-    if (done && item.role !== "user") patch.status = item.status === "incomplete" ? "interrupted" : "completed";
-    // A typed message is complete as it arrives (a spoken one when its transcript does).
-    if (item.role === "user" && part.type === "input_text" && item.status === "completed") patch.status = "completed";
-    this._upsert(item.id, patch);
-  }
-
-  _append(id, delta, role, responseId) {
-    const item = this._find(id) || this._upsert(id, { role, text: "", status: "in_progress", responseId });
-    item.text = (item.text || "") + (delta || "");
-  }
-
-  _find(id) {
-    return this.state.items.find((i) => i.id === id);
-  }
-
-  _upsert(id, patch) {
-    let item = this._find(id);
-    if (!item) {
-      item = { id, role: patch.role || "assistant", text: "", status: "in_progress", previousId: undefined, at: Date.now() };
-      this.state.items = [...this.state.items, item];
-    }
-    Object.assign(item, Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)));
-    if ("previousId" in patch) this._order();
-    return item;
-  }
-
-  // Conversation order is the server's linked list (previous_item_id): a user's words sit where
-  // they were spoken even when their transcript arrives after the agent's answer.
-  _order() {
-    const items = this.state.items;
-    const byPrev = new Map();
-    const known = new Set(items.map((i) => i.id));
-    for (const item of items) {
-      if (item.previousId === undefined) continue;
-      const key = item.previousId && known.has(item.previousId) ? item.previousId : null;
-      if (!byPrev.has(key)) byPrev.set(key, []);
-      byPrev.get(key).push(item);
-    }
-    const ordered = [];
-    const seen = new Set();
-    const walk = (prev) => {
-      for (const item of (byPrev.get(prev) || []).sort((a, b) => a.at - b.at)) {
-        if (seen.has(item.id)) continue;
-        seen.add(item.id);
-        ordered.push(item);
-        walk(item.id);
-      }
+    const cut = item.status === "incomplete" || item.truncated_ms !== null;
+    const speech = this._speech;
+    return {
+      id: item.id,
+      role,
+      kind,
+      name: item.name,
+      text,
+      status: !this.conversation.isComplete(item.id) ? "in_progress" : cut ? "interrupted" : "completed",
+      hidden: kind === "function_call_output",
+      speaking: Boolean(speech && speech.id === item.id && speech.speaking),
+      responseId: item.response_id,
+      previousId: item.previous_item_id,
+      heardMs: item.truncated_ms,
+      heard: item.truncated_ms !== null ? item.heard_text : null,
+      at: this._seen.get(item.id) || item.created_at,
     };
-    walk(null);
-    // Items the server has not placed yet (a user speaking now) go last, in arrival order.
-    for (const item of items) if (!seen.has(item.id)) ordered.push(item);
-    this.state.items = ordered;
+  }
+
+  // A new connection is a new conversation; what was said before stays in the transcript.
+  _newConversation() {
+    this._earlier = this.state.items; // (the last conversation has ended: no turn in progress among them)
+    this.conversation = new ConversationState();
+    this._views = new Map(); // item id -> its view (null: not shown), made again when it changes
+    this._speech = null;
+  }
+
+  // The connection is gone: what the agent was writing ends here, interrupted.
+  _endConversation(reason) {
+    const changes = this.conversation.connectionLost(reason);
+    this._speech = null;
+    this.state.userSpeaking = false;
+    this._applyChanges(changes, Date.now(), null, { ended: true });
+    this._announce(changes);
   }
 
   _set(patch) {
