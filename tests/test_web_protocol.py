@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from js_modules import WEB, Runtime, runtime
 from parley.audio.pcm import SAMPLE_RATE, FloatArray
 from parley.engine.session import ClearPlayback, Session, StartResponse, Transcribe
 from parley.engine.speech.vad import VadStream
@@ -31,7 +30,8 @@ from parley.protocol import beta
 from parley.protocol import changes as ch
 from parley.protocol.conversation import ConversationState, Item, Response
 from parley.protocol.session import parse_session
-from speechfixtures import speech_pcm24k
+from support.js_modules import WEB, Runtime, runtime
+from support.speech import speech_pcm24k
 
 
 @pytest.fixture(scope="module", params=["node", "chromium"])

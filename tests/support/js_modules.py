@@ -23,8 +23,8 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 import parley
-from browser_helpers import CHROMIUM, chromium_args
 from parley.util.serving import serve_app
+from support.browser import CHROMIUM, chromium_args
 
 WEB = Path(parley.__file__).parent / "web"
 NODE = shutil.which("node")
