@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from typing import Any
 from parley.apps.negotiator.agent import EscalationError, NegotiatorAgent
 from parley.apps.scenarios import Persona
 from parley.protocol import changes as ch
+from parley.protocol import ids
 from parley.protocol.pricing import PriceTable
 
 from .auth import Principal
@@ -47,7 +47,7 @@ ABNORMAL_CLOSES = frozenset({1006, 1011, 1012, 1013, 1014})
 
 
 def new_call_id() -> str:
-    return "call_" + secrets.token_urlsafe(16).replace("-", "x").replace("_", "y")
+    return ids.new_id("call")  # the protocol's id format
 
 
 def seconds_to_midnight_utc() -> float:
