@@ -28,7 +28,7 @@ from support.browser import CHROMIUM, chromium_args
 
 WEB = Path(parley.__file__).parent / "web"
 NODE = shutil.which("node")
-MODULES = ("protocol", "conversation", "parley", "devices", "ui")  # parley.js and what it imports
+MODULES = ("protocol", "conversation", "parley", "media", "devices", "ui")  # parley.js and what it imports
 
 _NODE_MAIN = """
 import { readFileSync } from "node:fs";

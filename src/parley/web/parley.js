@@ -20,116 +20,15 @@
 
 import { ConversationState } from "./conversation.js";
 import { listMicrophones } from "./devices.js";
+import { CallError, CallRecording, LatencyMeter, level, microphoneError, unsupportedReason } from "./media.js";
 import { InvalidServerEvent, readServerEvent } from "./protocol.js";
 
 export { listMicrophones, watchMicrophones } from "./devices.js";
+export { CallError, captureSystemAudio, unsupportedReason } from "./media.js";
 
 // Errors the protocol calls harmless, which our own events earn in a race (a cancel sent as the
 // response ended by itself): counted in state.ignoredErrors and in the event log, never shown.
 const HARMLESS_ERRORS = new Set(["response_cancel_not_active"]);
-
-export class CallError extends Error {
-  constructor(code, message) {
-    super(message);
-    this.code = code;
-  }
-}
-
-/**
- * The system audio (what the other party in a meeting says), through the screen-share picker.
- * Chrome shares audio only with a tab or screen and "Share audio" ticked; the video is dropped.
- */
-export async function captureSystemAudio() {
-  if (!navigator.mediaDevices || !navigator.mediaDevices.getDisplayMedia) {
-    throw new CallError("no_display_capture", "This browser cannot capture system audio (no getDisplayMedia).");
-  }
-  let stream;
-  try {
-    stream = await navigator.mediaDevices.getDisplayMedia({ audio: true, video: true });
-  } catch (err) {
-    throw new CallError("permission_denied", "Sharing was cancelled or denied: the other side's audio is not captured.");
-  }
-  stream.getVideoTracks().forEach((t) => t.stop());
-  const audio = stream.getAudioTracks();
-  if (!audio.length) {
-    throw new CallError("no_system_audio", 'No audio was shared: share a tab or the whole screen and tick "Share audio".');
-  }
-  return new MediaStream(audio);
-}
-
-/** Why this browser cannot make a call, or null when it can. */
-export function unsupportedReason() {
-  const local = ["localhost", "127.0.0.1", "[::1]"].includes(location.hostname);
-  if (!window.isSecureContext && !local) {
-    return new CallError("insecure_origin",
-      "The microphone only works on a secure page: open this app over https (or on localhost).");
-  }
-  if (!window.RTCPeerConnection) {
-    return new CallError("no_webrtc", "This browser cannot make WebRTC calls. Try a current Chrome, Edge, Firefox or Safari.");
-  }
-  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-    return new CallError("no_microphone_api", "This browser gives no access to a microphone.");
-  }
-  return null;
-}
-
-function microphoneError(err) {
-  const name = err && err.name;
-  if (name === "NotAllowedError" || name === "SecurityError") {
-    return new CallError("permission_denied",
-      "Microphone access was denied. Allow the microphone for this site (the icon in the address bar) and try again.");
-  }
-  if (name === "NotFoundError" || name === "OverconstrainedError") {
-    return new CallError("no_microphone", "No microphone was found. Plug one in or pick another input device.");
-  }
-  if (name === "NotReadableError") {
-    return new CallError("microphone_busy", "The microphone is in use by another application or could not be opened.");
-  }
-  return new CallError("microphone_error", `Could not open the microphone: ${err && err.message ? err.message : err}`);
-}
-
-/** RMS level (0..1) of an AnalyserNode, for meters and the latency detector. */
-function level(analyser, buffer) {
-  analyser.getFloatTimeDomainData(buffer);
-  let sum = 0;
-  for (let i = 0; i < buffer.length; i++) sum += buffer[i] * buffer[i];
-  return Math.sqrt(sum / buffer.length);
-}
-
-/**
- * The mouth-to-ear latency meter: the time from the end of the user's speech (a local level
- * detector on the microphone) to the first audible agent audio (the same on the agent's track).
- */
-class LatencyMeter {
-  constructor({ speechLevel = 0.02, hangoverMs = 250 } = {}) {
-    this.speechLevel = speechLevel;
-    this.hangoverMs = hangoverMs;
-    this.userSpeaking = false;
-    this.lastVoice = 0;
-    this.speechEnd = null;
-    this.agentAudible = false;
-  }
-
-  // Called every tick with both levels; returns a latency in ms when a turn completes.
-  update(now, mic, agent) {
-    let result = null;
-    const agentNow = agent > this.speechLevel;
-    if (mic > this.speechLevel && !agentNow) {
-      this.userSpeaking = true;
-      this.lastVoice = now;
-      this.speechEnd = null;
-    } else if (this.userSpeaking && now - this.lastVoice > this.hangoverMs) {
-      this.userSpeaking = false;
-      this.speechEnd = this.lastVoice;
-    }
-    if (agentNow && !this.agentAudible && this.speechEnd !== null) {
-      result = Math.round(now - this.speechEnd);
-      this.speechEnd = null;
-    }
-    this.agentAudible = agentNow;
-    return result;
-  }
-}
 
 export class RealtimeCall extends EventTarget {
   constructor(options = {}) {
@@ -388,8 +287,7 @@ export class RealtimeCall extends EventTarget {
     if (this.dc) this.dc.close();
     if (this.pc) this.pc.close();
     if (this.stream) this.stream.getTracks().forEach((t) => t.stop());
-    // A recording still flushing keeps its audio context until it is done.
-    if (this._audioContext && !this._recorder) this._audioContext.close();
+    if (this._audioContext) this._audioContext.close();
     this._audioContext = null;
     this._analysers = {};
     this.dc = this.pc = this.stream = null;
@@ -533,36 +431,17 @@ export class RealtimeCall extends EventTarget {
 
   _record(source, which) {
     if (!window.MediaRecorder) return;
-    if (!this._recordMix) {
-      this._recordMix = this._audioContext.createMediaStreamDestination();
-      this._recordSources = {};
-    }
-    if (this._recordSources[which]) this._recordSources[which].disconnect(this._recordMix);
-    source.connect(this._recordMix);
-    this._recordSources[which] = source;
-    if (this._recorder) return;
-    const type = ["audio/webm;codecs=opus", "audio/ogg;codecs=opus", "audio/mp4"].find((t) => MediaRecorder.isTypeSupported(t));
-    const chunks = [];
-    const recorder = new MediaRecorder(this._recordMix.stream, type ? { mimeType: type } : undefined);
-    recorder.ondataavailable = (e) => e.data.size && chunks.push(e.data);
-    this._recording = new Promise((resolve) => {
-      recorder.onstop = () => resolve(chunks.length ? new Blob(chunks, { type: recorder.mimeType.split(";")[0] }) : null);
-    });
-    recorder.start(1000);
-    this._recorder = recorder;
+    this._recorder = this._recorder || new CallRecording(this._audioContext);
+    this._recorder.add(source, which);
   }
 
   _stopRecording() {
     const recorder = this._recorder;
     if (!recorder) return Promise.resolve(null);
-    const context = this._audioContext;
-    const done = this._recording.then((blob) => {
-      if (context) context.close();
-      return blob;
-    });
-    this._recorder = this._recordMix = this._recordSources = null;
-    if (recorder.state !== "inactive") recorder.stop();
-    return done;
+    // The recording keeps the audio context until it has flushed, and closes it then.
+    this._recorder = null;
+    this._audioContext = null;
+    return recorder.stop();
   }
 
   _tick() {
