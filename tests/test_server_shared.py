@@ -25,7 +25,9 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from parley.server.settings import ServerSettings
+from parley.server.costs import RedisDayCosts
+from parley.server.db import Store
+from parley.server.settings import ServerSettings, normalize_database_url
 from parley.server.shared import RedisLimiter, RedisSlots, SharedHub, SharedStateError, check_redis
 from parley.util.serving import free_port
 from support.services import postgres_database, redis_server
@@ -94,6 +96,30 @@ async def test_call_slots_are_leases_that_lapse_when_their_holder_dies(redis_url
     finally:
         await holder.close()
         await other.close()
+
+
+async def test_daily_costs_are_shared_and_filled_from_the_database(redis_url: str, database: str) -> None:
+    store = Store(normalize_database_url(database))
+    await store.start()
+    hubs = [SharedHub(redis_url), SharedHub(redis_url)]
+    try:
+        for hub in hubs:
+            await hub.start()
+        await store.create_call(id="call_1", user_id="alice", kind="server", persona="p", persona_name="P", model="m")
+        await store.add_usage("call_1", kind="response", ref_id="r1", persona=None, model="m", status="completed",
+                              input_tokens=1, output_tokens=1, usage=None, cost_usd=0.5)
+        a, b = RedisDayCosts(hubs[0], store), RedisDayCosts(hubs[1], store)
+        assert await b.spent("alice") == pytest.approx(0.5)  # filled from the database
+        await a.record("alice", "call_2", 1.25)
+        await a.record("alice", "call_2", 1.5)  # a call's running total, not an increment
+        assert await b.spent("alice") == pytest.approx(2.0)
+        await a.record("alice", "call_1", 0.75)
+        assert await b.spent("alice", fresh=True) == pytest.approx(2.25)
+        assert await b.spent("bob") == 0
+    finally:
+        for hub in hubs:
+            await hub.close()
+        await store.close()
 
 
 # -- refusals at start ------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ from parley.protocol.pricing import DEFAULT_TABLE, PriceTable
 from .auth import Authenticator, BearerAuth, CookieAuth, NoAuth, Signer, TokenTable
 from .calls import CallManager
 from .copilot import answerer_for
+from .costs import RedisDayCosts, StoredDayCosts
 from .db import Store
 from .errors import scrub
 from .limits import CallSlots, RateLimiter, RequestLimiter, Slots
@@ -201,7 +202,8 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None,
     upstream = Upstream(settings, metrics, engine_app=engine_app, internal_key=internal_key, engine=engine)
     store = Store(settings.database)
     hub, slots, limiter = _shared_parts(settings)
-    calls = CallManager(settings, store, upstream, metrics, prices, slots=slots, hub=hub)
+    day_costs = RedisDayCosts(hub, store) if hub is not None else StoredDayCosts(store)
+    calls = CallManager(settings, store, upstream, metrics, prices, slots=slots, day_costs=day_costs, hub=hub)
     state = ServerState(
         settings=settings, store=store, calls=calls, upstream=upstream, metrics=metrics,
         auth=authenticator or _authenticator(settings, Signer(_session_secret(settings))),

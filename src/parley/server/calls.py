@@ -29,6 +29,7 @@ from parley.protocol import ids
 from parley.protocol.pricing import PriceTable
 
 from .auth import Principal
+from .costs import DayCosts, StoredDayCosts
 from .db import Store
 from .errors import ApiError
 from .limits import CallSlots, Slots, retry_after
@@ -40,7 +41,6 @@ from .upstream import Upstream, UpstreamError
 
 log = logging.getLogger(__name__)
 
-DAY_COST_CACHE_SECONDS = 2.0
 SIDEBAND_RECONNECTS = 3
 # Close codes after which the call may well go on without us (abnormal closure, server errors, restarts).
 ABNORMAL_CLOSES = frozenset({1006, 1011, 1012, 1013, 1014})
@@ -103,7 +103,8 @@ class CallManager:
     browser-direct calls awaiting their first report too, and each call row names its owner process."""
 
     def __init__(self, settings: ServerSettings, store: Store, upstream: Upstream, metrics: Metrics,
-                 prices: PriceTable, *, slots: Slots | None = None, hub: Any = None) -> None:
+                 prices: PriceTable, *, slots: Slots | None = None, day_costs: DayCosts | None = None,
+                 hub: Any = None) -> None:
         self.settings, self.store, self.upstream = settings, store, upstream
         self.metrics, self.prices = metrics, prices
         self.slots: Slots = slots or CallSlots()
@@ -113,7 +114,7 @@ class CallManager:
         self.direct: dict[str, DirectCall] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
-        self._day_costs: dict[str, tuple[float, float]] = {}  # user -> (dollars today, cached until)
+        self.day_costs: DayCosts = day_costs or StoredDayCosts(store)
         metrics.gauge("parley_calls_active", lambda: float(self.active_count()))
 
     def active_count(self) -> int:
@@ -201,28 +202,19 @@ class CallManager:
     async def check_daily_cap(self, user_id: str) -> None:
         """Before a new call: refuse a user whose calls today reached the daily cap.
 
-        The figure is cached for a couple of seconds per user (a burst of requests asks the database
-        once); calls in progress are checked against the database after every response."""
-        now = time.monotonic()
-        cached = self._day_costs.get(user_id)
-        if cached is not None and cached[1] > now:
-            spent = cached[0]
-        else:
-            spent = await self.store.day_cost(user_id)
-            if len(self._day_costs) > 10_000:
-                self._day_costs.clear()
-            self._day_costs[user_id] = (spent, now + DAY_COST_CACHE_SECONDS)
+        (One process: the figure is cached for a couple of seconds per user; calls in progress are
+        checked afresh after every response.)"""
+        spent = await self.day_costs.spent(user_id)
         if spent >= self.settings.daily_cost_cap_usd:
             self.metrics.inc("parley_rate_limited_total", reason="daily_cost_cap")
             raise ApiError(429, f"Today's calls have used the daily cost cap (${self.settings.daily_cost_cap_usd:.2f}); "
                                 "it resets at midnight UTC.", "daily_cost_cap",
                            headers={"Retry-After": retry_after(seconds_to_midnight_utc())})
 
-    async def _day_cost(self, user_id: str) -> float:
-        """The user's cost today from the database (and the cache refreshed with it)."""
-        spent = await self.store.day_cost(user_id)
-        self._day_costs[user_id] = (spent, time.monotonic() + DAY_COST_CACHE_SECONDS)
-        return spent
+    async def _day_cost(self, user_id: str, call_id: str, call_cost: float) -> float:
+        """The user's cost today, afresh, with this call's cost so far."""
+        await self.day_costs.record(user_id, call_id, call_cost)
+        return await self.day_costs.spent(user_id, fresh=True)
 
     async def take_slot(self, principal: Principal, call_id: str, ttl: float | None = None) -> None:
         if not await self.slots.try_take(principal.limit_key, call_id, self.settings.max_concurrent_calls, ttl):
@@ -353,7 +345,7 @@ class CallManager:
         reason = None
         if live.recorder.cost >= self.settings.max_call_cost_usd:
             reason = "max_cost"
-        elif await self._day_cost(live.user_id) >= self.settings.daily_cost_cap_usd:
+        elif await self._day_cost(live.user_id, live.id, live.recorder.cost) >= self.settings.daily_cost_cap_usd:
             reason = "daily_cost_cap"
         if reason is not None and live.end_reason is None:
             self.metrics.inc("parley_caps_total", cap=reason)
@@ -532,7 +524,7 @@ class CallManager:
             return "max_duration"
         if call.recorder.cost >= self.settings.max_call_cost_usd:
             return "max_cost"
-        if await self._day_cost(call.user_id) >= self.settings.daily_cost_cap_usd:
+        if await self._day_cost(call.user_id, call.id, call.recorder.cost) >= self.settings.daily_cost_cap_usd:
             return "daily_cost_cap"
         return None
 

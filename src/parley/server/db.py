@@ -295,6 +295,13 @@ class Store:
                                    .where(Call.user_id == user_id, Call.created_at >= _day_start()))
             return float(total or 0.0)
 
+    async def day_costs_by_call(self, user_id: str) -> dict[str, float]:
+        """Each of the user's calls since midnight UTC, with its cost."""
+        async with self.sessions() as s:
+            rows = await s.execute(select(Call.id, Call.cost_usd)
+                                   .where(Call.user_id == user_id, Call.created_at >= _day_start()))
+            return {call_id: float(cost or 0.0) for call_id, cost in rows}
+
     # transcript ---------------------------------------------------------------------------------
 
     async def save_item(self, call_id: str, rec: ItemRecord) -> None:
