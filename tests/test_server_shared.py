@@ -288,8 +288,14 @@ async def test_three_processes_share_limits_cookies_calls_and_recordings(cluster
                                         "content": [{"type": "input_text", "text": "still me"}]}}]}
         r = await client.post(f"{elsewhere[1]}{minted['events_url']}", json=report2)
         assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
+        # and back at the process that minted it, which must not take its own copy for current
+        report3 = {"events": [{"type": "conversation.item.added", "previous_item_id": "item_2",
+                               "item": {"id": "item_3", "type": "message", "role": "user", "status": "completed",
+                                        "content": [{"type": "input_text", "text": "and again"}]}}]}
+        r = await client.post(f"{minted_at}{minted['events_url']}", json=report3)
+        assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
         call = (await client.get(f"{minted_at}/api/calls/{minted['call_id']}")).json()
-        assert [i["text"] for i in call["transcript"]] == ["hi", "still me"]
+        assert [i["text"] for i in call["transcript"]] == ["hi", "still me", "and again"]
 
         # a recording uploaded at A is served at C
         audio = bytes(range(256)) * 20

@@ -430,16 +430,26 @@ class CallManager:
             return await self._report(principal, call_id, events, upstream_call_id)
         # Shared mode: a call's reports may land on any process; one at a time, each on the record as
         # the previous one (at whichever process) left it.
-        async with self.hub.redis.lock(self.hub.key("report", call_id), timeout=30, blocking_timeout=15):
-            return await self._report(principal, call_id, events, upstream_call_id)
+        from redis.exceptions import LockError
+
+        try:
+            async with self.hub.redis.lock(self.hub.key("report", call_id), timeout=30, blocking_timeout=15):
+                return await self._report(principal, call_id, events, upstream_call_id)
+        except LockError:
+            self.metrics.inc("parley_rate_limited_total", reason="report_busy")
+            raise ApiError(503, "Another report of this call is still being recorded; send it again.",
+                           "report_busy", headers={"Retry-After": "1"}) from None
 
     async def _current(self, call_id: str) -> DirectCall | None:
         """The call as this process holds it, unless another process recorded events since."""
         call = self.direct.get(call_id)
-        if call is None or self.hub is None or call.recorder is None:
+        if call is None or self.hub is None:
             return call
         row = await self.store.get_call(call_id)
-        if row is not None and row.status == "active" and row.events_received == call.events:
+        if call.recorder is None and row is None:
+            return call  # minted here, no report yet anywhere
+        if (call.recorder is not None and row is not None and row.status == "active"
+                and row.events_received == call.events):
             return call
         self.direct.pop(call_id, None)
         return None
