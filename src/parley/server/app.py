@@ -48,15 +48,17 @@ from parley.protocol.pricing import DEFAULT_TABLE, PriceTable
 from .auth import Authenticator, BearerAuth, CookieAuth, NoAuth, Signer, TokenTable
 from .calls import CallManager
 from .copilot import answerer_for
+from .costs import RedisDayCosts, StoredDayCosts
 from .db import Store
 from .errors import scrub
-from .limits import RateLimiter
+from .limits import CallSlots, RateLimiter, RequestLimiter, Slots
 from .metrics import Metrics
 from .routes import auth as auth_routes
 from .routes import calls as calls_routes
 from .routes import copilot, ops, recordings, session
 from .settings import ServerSettings
 from .state import ServerState
+from .storage import DirectoryRecordings
 from .upstream import Upstream, upstream_time
 
 log = logging.getLogger("parley.server")
@@ -161,6 +163,22 @@ def _session_secret(settings: ServerSettings) -> bytes:
         return secrets.token_bytes(32)
 
 
+def _shared_parts(settings: ServerSettings) -> tuple[Any, Slots, Any]:
+    """(hub, call slots, limiter factory): Redis in shared mode, else this process's memory."""
+    if not settings.shared:
+        def memory(_name: str, per_minute: float, burst: int) -> RequestLimiter:
+            return RateLimiter(per_minute, burst)
+        return None, CallSlots(), memory
+    from .shared import RedisLimiter, RedisSlots, SharedHub
+
+    assert settings.redis_url
+    hub = SharedHub(settings.redis_url, prefix=settings.redis_prefix, lease_seconds=settings.slot_lease_seconds)
+
+    def shared(name: str, per_minute: float, burst: int) -> RequestLimiter:
+        return RedisLimiter(hub, name, per_minute, burst)
+    return hub, RedisSlots(hub), shared
+
+
 def create_app(settings: ServerSettings | None = None, *, engine: Any = None,
                authenticator: Authenticator | None = None) -> FastAPI:
     """The server app. `engine`: the in-process engine to mount (upstream "local"; default a new one)."""
@@ -183,16 +201,21 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None,
 
     upstream = Upstream(settings, metrics, engine_app=engine_app, internal_key=internal_key, engine=engine)
     store = Store(settings.database)
-    calls = CallManager(settings, store, upstream, metrics, prices)
+    hub, slots, limiter = _shared_parts(settings)
+    day_costs = RedisDayCosts(hub, store) if hub is not None else StoredDayCosts(store)
+    calls = CallManager(settings, store, upstream, metrics, prices, slots=slots, day_costs=day_costs, hub=hub)
     state = ServerState(
         settings=settings, store=store, calls=calls, upstream=upstream, metrics=metrics,
         auth=authenticator or _authenticator(settings, Signer(_session_secret(settings))),
-        limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
-        events_limiter=RateLimiter(settings.rate_limit_per_minute * 30, settings.rate_limit_burst * 24),
-        login_limiter=RateLimiter(10, 5), copilot=answerer_for(settings), engine=engine)
+        limiter=limiter("calls", settings.rate_limit_per_minute, settings.rate_limit_burst),
+        events_limiter=limiter("events", settings.rate_limit_per_minute * 30, settings.rate_limit_burst * 24),
+        login_limiter=limiter("login", 10, 5), copilot=answerer_for(settings), engine=engine,
+        recordings=DirectoryRecordings(settings.recordings), hub=hub)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if hub is not None:
+            await hub.start()  # refuses to start (SharedStateError) when Redis does not answer
         await store.start()
         await calls.start()
         nested: contextlib.AbstractAsyncContextManager[Any] = (
@@ -204,6 +227,8 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None,
         finally:
             await upstream.aclose()
             await store.close()
+            if hub is not None:
+                await hub.close()
 
     app = FastAPI(title="Parley server", version="0.1.0", lifespan=lifespan,
                   description="Ephemeral keys, server-held calls with sideband recording, limits and storage.")
@@ -275,6 +300,15 @@ def run(host: str, port: int) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
+    if settings.redis_url:
+        import asyncio
+
+        from .shared import SharedStateError, check_redis
+
+        try:
+            asyncio.run(check_redis(settings.redis_url))
+        except SharedStateError as exc:
+            raise SystemExit(f"parley serve: {exc}") from None
     try:
         app = create_app(settings)
     except (OSError, ValueError) as exc:  # e.g. an unreadable or malformed PARLEY_PRICES file
@@ -284,7 +318,8 @@ def run(host: str, port: int) -> None:
     db = make_url(settings.database).render_as_string(hide_password=True)
     upstream = {"local": "the local engine, in process at /v1", "openai": f"OpenAI ({settings.openai_base_url})",
                 "url": f"{settings.upstream_url}"}[settings.upstream_kind]
-    log.info("Parley server on http://%s:%d — upstream: %s; database: %s; auth: %s",
-             host, port, upstream, db, settings.auth)
+    log.info("Parley server on http://%s:%d — upstream: %s; database: %s; auth: %s; %s",
+             host, port, upstream, db, settings.auth,
+             "shared mode (Redis)" if settings.shared else "one process (state in memory)")
     run_app(app, host=host, port=port, log_config=None,
             log_level=settings.log_level.lower(), proxy_headers=settings.trust_forwarded_for, server_header=False)

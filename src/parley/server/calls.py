@@ -29,9 +29,10 @@ from parley.protocol import ids
 from parley.protocol.pricing import PriceTable
 
 from .auth import Principal
+from .costs import DayCosts, StoredDayCosts
 from .db import Store
 from .errors import ApiError
-from .limits import CallSlots, retry_after
+from .limits import CallSlots, Slots, retry_after
 from .metrics import Metrics
 from .personas import CallPersona, find_persona, persona_session
 from .recorder import Recorder
@@ -40,7 +41,6 @@ from .upstream import Upstream, UpstreamError
 
 log = logging.getLogger(__name__)
 
-DAY_COST_CACHE_SECONDS = 2.0
 SIDEBAND_RECONNECTS = 3
 # Close codes after which the call may well go on without us (abnormal closure, server errors, restarts).
 ABNORMAL_CLOSES = frozenset({1006, 1011, 1012, 1013, 1014})
@@ -99,16 +99,22 @@ REPORTABLE = frozenset({
 
 
 class CallManager:
+    """The calls this process holds. In shared mode (`hub`, PARLEY_REDIS_URL) the slots are in Redis,
+    browser-direct calls awaiting their first report too, and each call row names its owner process."""
+
     def __init__(self, settings: ServerSettings, store: Store, upstream: Upstream, metrics: Metrics,
-                 prices: PriceTable) -> None:
+                 prices: PriceTable, *, slots: Slots | None = None, day_costs: DayCosts | None = None,
+                 hub: Any = None) -> None:
         self.settings, self.store, self.upstream = settings, store, upstream
         self.metrics, self.prices = metrics, prices
-        self.slots = CallSlots()
+        self.slots: Slots = slots or CallSlots()
+        self.hub = hub  # parley.server.shared.SharedHub, or None (one process)
+        self.owner: str | None = hub.process_id if hub is not None else None
         self.live: dict[str, LiveCall] = {}
         self.direct: dict[str, DirectCall] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
-        self._day_costs: dict[str, tuple[float, float]] = {}  # user -> (dollars today, cached until)
+        self.day_costs: DayCosts = day_costs or StoredDayCosts(store)
         metrics.gauge("parley_calls_active", lambda: float(self.active_count()))
 
     def active_count(self) -> int:
@@ -119,10 +125,22 @@ class CallManager:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        ended = await self.store.end_stale_calls()
+        if self.hub is None:
+            ended = await self.store.end_stale_calls()
+        else:  # other processes' calls go on: only those of processes that died are over
+            ended = await self._end_orphans()
         if ended:
             log.info("marked %d calls left active by a previous run as ended (server_restart)", ended)
         self._sweeper = asyncio.create_task(self._sweep())
+
+    async def _end_orphans(self) -> int:
+        """Shared mode: end the active calls whose owner process no longer beats in Redis.
+
+        (Taking such calls over, instead of ending them, is the next step of shared mode.)"""
+        owners = await self.store.active_owners()
+        alive = await self.hub.alive([o for o in owners if o is not None and o != self.owner])
+        dead = [o for o in owners if o != self.owner and o not in alive]
+        return await self.store.end_calls_of(dead, "server_restart") if dead else 0
 
     async def shutdown(self) -> None:
         if self._sweeper is not None:
@@ -184,31 +202,22 @@ class CallManager:
     async def check_daily_cap(self, user_id: str) -> None:
         """Before a new call: refuse a user whose calls today reached the daily cap.
 
-        The figure is cached for a couple of seconds per user (a burst of requests asks the database
-        once); calls in progress are checked against the database after every response."""
-        now = time.monotonic()
-        cached = self._day_costs.get(user_id)
-        if cached is not None and cached[1] > now:
-            spent = cached[0]
-        else:
-            spent = await self.store.day_cost(user_id)
-            if len(self._day_costs) > 10_000:
-                self._day_costs.clear()
-            self._day_costs[user_id] = (spent, now + DAY_COST_CACHE_SECONDS)
+        (One process: the figure is cached for a couple of seconds per user; calls in progress are
+        checked afresh after every response.)"""
+        spent = await self.day_costs.spent(user_id)
         if spent >= self.settings.daily_cost_cap_usd:
             self.metrics.inc("parley_rate_limited_total", reason="daily_cost_cap")
             raise ApiError(429, f"Today's calls have used the daily cost cap (${self.settings.daily_cost_cap_usd:.2f}); "
                                 "it resets at midnight UTC.", "daily_cost_cap",
                            headers={"Retry-After": retry_after(seconds_to_midnight_utc())})
 
-    async def _day_cost(self, user_id: str) -> float:
-        """The user's cost today from the database (and the cache refreshed with it)."""
-        spent = await self.store.day_cost(user_id)
-        self._day_costs[user_id] = (spent, time.monotonic() + DAY_COST_CACHE_SECONDS)
-        return spent
+    async def _day_cost(self, user_id: str, call_id: str, call_cost: float) -> float:
+        """The user's cost today, afresh, with this call's cost so far."""
+        await self.day_costs.record(user_id, call_id, call_cost)
+        return await self.day_costs.spent(user_id, fresh=True)
 
-    def take_slot(self, principal: Principal, call_id: str, ttl: float | None = None) -> None:
-        if not self.slots.try_take(principal.limit_key, call_id, self.settings.max_concurrent_calls, ttl):
+    async def take_slot(self, principal: Principal, call_id: str, ttl: float | None = None) -> None:
+        if not await self.slots.try_take(principal.limit_key, call_id, self.settings.max_concurrent_calls, ttl):
             self.metrics.inc("parley_rate_limited_total", reason="concurrent_calls")
             raise ApiError(429, f"At most {self.settings.max_concurrent_calls} calls at a time; hang up one first.",
                            "too_many_calls", headers={"Retry-After": "5"})
@@ -218,7 +227,7 @@ class CallManager:
     async def start_call(self, principal: Principal, persona: CallPersona, sdp: str, *, self_url: str | None) -> tuple[str, str]:
         """Create the call upstream, start recording it; (call id, SDP answer)."""
         call_id = new_call_id()
-        self.take_slot(principal, call_id)
+        await self.take_slot(principal, call_id)
         try:
             await self.check_daily_cap(principal.user_id)
             session = persona_session(persona, self.settings)
@@ -228,7 +237,7 @@ class CallManager:
             stored, opened = await asyncio.gather(
                 self.store.create_call(id=call_id, user_id=principal.user_id, kind="server", persona=persona.id,
                                        persona_name=persona.name, model=self.settings.model,
-                                       upstream_call_id=upstream_id),
+                                       upstream_call_id=upstream_id, owner=self.owner),
                 self.upstream.sideband(upstream_id, self_url=self_url), return_exceptions=True)
             if isinstance(stored, BaseException) or isinstance(opened, BaseException):
                 self._spawn(self._hangup_quietly(upstream_id))
@@ -243,7 +252,7 @@ class CallManager:
                 raise opened
             conn = opened
         except BaseException:
-            self.slots.release(call_id)
+            await self.slots.release(call_id)
             raise
         live = LiveCall(call_id, principal.user_id, principal.limit_key, upstream_id, conn=conn, self_url=self_url)
         live.recorder = self._recorder(call_id, persona, self.settings.model, send=self._sender(live),
@@ -312,7 +321,10 @@ class CallManager:
 
     async def _finish(self, live: LiveCall, reason: str) -> None:
         self.live.pop(live.id, None)
-        self.slots.release(live.id)
+        try:
+            await self.slots.release(live.id)
+        except Exception:  # (Redis down: the slot's lease lapses by itself)
+            log.exception("call %s: could not release its slot", live.id)
         if live.timer is not None and live.timer is not asyncio.current_task() and live.end_reason != "max_duration":
             live.timer.cancel()  # (unless the timer is the one ending the call)
         with contextlib.suppress(Exception):
@@ -333,7 +345,7 @@ class CallManager:
         reason = None
         if live.recorder.cost >= self.settings.max_call_cost_usd:
             reason = "max_cost"
-        elif await self._day_cost(live.user_id) >= self.settings.daily_cost_cap_usd:
+        elif await self._day_cost(live.user_id, live.id, live.recorder.cost) >= self.settings.daily_cost_cap_usd:
             reason = "daily_cost_cap"
         if reason is not None and live.end_reason is None:
             self.metrics.inc("parley_caps_total", cap=reason)
@@ -389,16 +401,62 @@ class CallManager:
 
     # -- browser-direct calls -------------------------------------------------------------------
 
-    def register_direct(self, principal: Principal, persona: CallPersona, model: str, ttl: int) -> str:
+    async def register_direct(self, principal: Principal, persona: CallPersona, model: str, ttl: int) -> str:
         call_id = new_call_id()
-        self.take_slot(principal, call_id, ttl=ttl + 30)
-        self.direct[call_id] = DirectCall(call_id, principal.user_id, principal.limit_key, persona, model)
+        await self.take_slot(principal, call_id, ttl=ttl + 30)
+        call = DirectCall(call_id, principal.user_id, principal.limit_key, persona, model)
+        self.direct[call_id] = call
+        if self.hub is not None:  # its first report may reach another process
+            try:
+                await self.hub.put_json(self.hub.key("direct", call_id), {
+                    "user_id": call.user_id, "limit_key": call.limit_key, "persona": persona.id, "model": model,
+                    "created": call.created}, ttl + 60)
+            except BaseException:
+                await self.unregister_direct(call_id)
+                raise
         self.metrics.inc("parley_calls_total", kind="direct")
         return call_id
 
+    async def unregister_direct(self, call_id: str) -> None:
+        """A key that was not handed out after all (minting it failed)."""
+        self.direct.pop(call_id, None)
+        await self.slots.release(call_id)
+        if self.hub is not None:
+            await self.hub.delete(self.hub.key("direct", call_id))
+
     async def report(self, principal: Principal, call_id: str, events: list[Any],
                      upstream_call_id: str | None) -> dict[str, Any]:
+        if self.hub is None:
+            return await self._report(principal, call_id, events, upstream_call_id)
+        # Shared mode: a call's reports may land on any process; one at a time, each on the record as
+        # the previous one (at whichever process) left it.
+        from redis.exceptions import LockError
+
+        try:
+            async with self.hub.redis.lock(self.hub.key("report", call_id), timeout=30, blocking_timeout=15):
+                return await self._report(principal, call_id, events, upstream_call_id)
+        except LockError:
+            self.metrics.inc("parley_rate_limited_total", reason="report_busy")
+            raise ApiError(503, "Another report of this call is still being recorded; send it again.",
+                           "report_busy", headers={"Retry-After": "1"}) from None
+
+    async def _current(self, call_id: str) -> DirectCall | None:
+        """The call as this process holds it, unless another process recorded events since."""
         call = self.direct.get(call_id)
+        if call is None or self.hub is None:
+            return call
+        row = await self.store.get_call(call_id)
+        if call.recorder is None and row is None:
+            return call  # minted here, no report yet anywhere
+        if (call.recorder is not None and row is not None and row.status == "active"
+                and row.events_received == call.events):
+            return call
+        self.direct.pop(call_id, None)
+        return None
+
+    async def _report(self, principal: Principal, call_id: str, events: list[Any],
+                      upstream_call_id: str | None) -> dict[str, Any]:
+        call = await self._current(call_id)
         if call is None:
             call = await self._revive(call_id, principal)
         if call.user_id != principal.user_id:
@@ -406,7 +464,9 @@ class CallManager:
         async with call.lock:
             if call.recorder is None:  # the first report: from now on the call is on record
                 await self.store.create_call(id=call.id, user_id=call.user_id, kind="direct", persona=call.persona.id,
-                                             persona_name=call.persona.name, model=call.model)
+                                             persona_name=call.persona.name, model=call.model, owner=self.owner)
+                if self.hub is not None:
+                    await self.hub.delete(self.hub.key("direct", call.id))
                 call.recorder = self._recorder(call.id, call.persona, call.model)
                 call.agent = self._agent(call.id, call.persona, call.recorder)
             if upstream_call_id and upstream_call_id != call.upstream_call_id:
@@ -428,7 +488,7 @@ class CallManager:
             call.events += accepted
             if accepted:
                 await self.store.count_events(call.id, accepted)
-            self.slots.refresh(call.id, self.settings.direct_idle_seconds)
+            await self.slots.refresh(call.id, self.settings.direct_idle_seconds)
             reason = await self._direct_cap(call)
             if reason is not None:
                 await self._end_direct(call, reason, cap=True)
@@ -437,8 +497,16 @@ class CallManager:
                     "cost_usd": round(call.recorder.cost, 6)}
 
     async def _revive(self, call_id: str, principal: Principal) -> DirectCall:
-        """A direct call this process does not hold (the server restarted): from the database."""
+        """A direct call this process does not hold (the server restarted, or in shared mode another
+        process has it): from the database, or (no report yet) from the keys awaiting one in Redis."""
         row = await self.store.get_call(call_id)
+        if row is None and self.hub is not None:
+            pending = await self.hub.get_json(self.hub.key("direct", call_id))
+            if pending is not None and pending["user_id"] == principal.user_id:
+                waiting = DirectCall(call_id, pending["user_id"], pending["limit_key"], find_persona(pending["persona"]),
+                                     pending["model"], created=float(pending["created"]))
+                self.direct[call_id] = waiting
+                return waiting
         if row is None or row.user_id != principal.user_id:
             raise ApiError(404, "No such call.", "call_not_found")
         if row.kind != "direct":
@@ -455,7 +523,9 @@ class CallManager:
         call.recorder.cost = row.cost_usd
         call.agent = self._agent(call.id, persona, call.recorder)
         self.direct[call_id] = call
-        self.slots.try_take(principal.limit_key, call_id, 10**6, ttl=self.settings.direct_idle_seconds)
+        await self.slots.try_take(principal.limit_key, call_id, 10**6, ttl=self.settings.direct_idle_seconds)
+        if self.owner is not None and row.owner != self.owner:
+            await self.store.set_owner(call_id, self.owner)  # its reports come here now
         return call
 
     async def _direct_cap(self, call: DirectCall) -> str | None:
@@ -464,13 +534,15 @@ class CallManager:
             return "max_duration"
         if call.recorder.cost >= self.settings.max_call_cost_usd:
             return "max_cost"
-        if await self._day_cost(call.user_id) >= self.settings.daily_cost_cap_usd:
+        if await self._day_cost(call.user_id, call.id, call.recorder.cost) >= self.settings.daily_cost_cap_usd:
             return "daily_cost_cap"
         return None
 
     async def _end_direct(self, call: DirectCall, reason: str, *, cap: bool = False) -> None:
         self.direct.pop(call.id, None)
-        self.slots.release(call.id)
+        await self.slots.release(call.id)
+        if self.hub is not None and call.recorder is None:
+            await self.hub.delete(self.hub.key("direct", call.id))
         if call.recorder is not None and await self.store.end_call(call.id, reason=reason):
             self.metrics.inc("parley_calls_ended_total", reason=reason)
         if cap:
@@ -489,9 +561,16 @@ class CallManager:
             if direct.recorder is None:
                 return "ended", "hangup"  # a key nobody made a call with: never on record
         row = await self.store.get_call(call_id)
+        if row is None and self.hub is not None:  # a key minted at another process, not used yet
+            pending = await self.hub.get_json(self.hub.key("direct", call_id))
+            if pending is not None and pending["user_id"] == principal.user_id:
+                await self.hub.delete(self.hub.key("direct", call_id))
+                await self.slots.release(call_id)
+                return "ended", "hangup"
         if row is None or row.user_id != principal.user_id:
             raise ApiError(404, "No such call.", "call_not_found")
         if row.status == "active" and row.kind == "direct":
+            await self.slots.release(call_id)
             await self.store.end_call(call_id, reason="hangup")
             return "ended", "hangup"
         return row.status, row.end_reason
@@ -509,7 +588,10 @@ class CallManager:
                         continue
                     if now - call.created > self.settings.max_call_seconds:
                         await self._end_direct(call, "max_duration", cap=True)
-                    elif not self.slots.holds(call.id):
+                    elif not await self.slots.holds(call.id):
                         await self._end_direct(call, "idle")
+                if self.hub is not None:
+                    await self._end_orphans()
             except Exception:
                 log.exception("the call sweeper failed")
+

@@ -26,7 +26,9 @@ from sqlalchemy import (
     UniqueConstraint,
     event,
     func,
+    or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection
@@ -70,8 +72,11 @@ class Call(Base):
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
     outcome: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     events_received: Mapped[int] = mapped_column(Integer, default=0)
+    # The process that holds the call (shared mode: its heartbeat in Redis says whether it lives).
+    owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
-    __table_args__ = (Index("ix_calls_user_created", "user_id", "created_at"),)
+    __table_args__ = (Index("ix_calls_user_created", "user_id", "created_at"),
+                      Index("ix_calls_status_owner", "status", "owner"))
 
 
 class TranscriptItem(Base):
@@ -128,9 +133,19 @@ def _upgrade(connection: Connection) -> None:
     command.upgrade(cfg, "head")
 
 
+# pg_advisory_xact_lock's key for migrations (any constant; "parley" in ASCII).
+MIGRATION_LOCK = 0x7061726C6579
+
+
 async def migrate(engine: AsyncEngine) -> None:
-    """Create or upgrade the schema to the newest revision."""
+    """Create or upgrade the schema to the newest revision.
+
+    On PostgreSQL the migration holds a transaction-scoped advisory lock, so processes that start
+    at once migrate one after the other (the later ones find the schema current) instead of racing
+    to create the same tables."""
     async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         await conn.run_sync(_upgrade)
 
 
@@ -199,10 +214,10 @@ class Store:
     # calls ------------------------------------------------------------------------------------
 
     async def create_call(self, *, id: str, user_id: str, kind: str, persona: str, persona_name: str,
-                          model: str, upstream_call_id: str | None = None) -> None:
+                          model: str, upstream_call_id: str | None = None, owner: str | None = None) -> None:
         now = utcnow()
         async with self.sessions.begin() as s:
-            s.add(Call(id=id, user_id=user_id, kind=kind, persona=persona, model=model,
+            s.add(Call(id=id, user_id=user_id, kind=kind, persona=persona, model=model, owner=owner,
                        upstream_call_id=upstream_call_id, status="active", created_at=now,
                        personas=[{"id": persona, "name": persona_name, "at": now.isoformat()}],
                        input_tokens=0, output_tokens=0, cost_usd=0.0, events_received=0))
@@ -244,6 +259,29 @@ class Store:
                                      .values(status="ended", end_reason=reason, ended_at=utcnow()))
             return int(getattr(result, "rowcount", 0) or 0)
 
+    async def active_owners(self) -> list[str | None]:
+        """The owners of the calls in progress (None: a call from a run without owners)."""
+        async with self.sessions() as s:
+            return list(await s.scalars(select(Call.owner).where(Call.status == "active").distinct()))
+
+    async def end_calls_of(self, owners: list[str | None], reason: str) -> int:
+        """End the active calls of these owners (processes that died)."""
+        named = [o for o in owners if o is not None]
+        conds = [Call.owner.in_(named)] if named else []
+        if None in owners:
+            conds.append(Call.owner.is_(None))
+        if not conds:
+            return 0
+        cond = or_(*conds)
+        async with self.sessions.begin() as s:
+            result = await s.execute(update(Call).where(Call.status == "active", cond)
+                                     .values(status="ended", end_reason=reason, ended_at=utcnow()))
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    async def set_owner(self, call_id: str, owner: str | None) -> None:
+        async with self.sessions.begin() as s:
+            await s.execute(update(Call).where(Call.id == call_id).values(owner=owner))
+
     async def list_calls(self, user_id: str, *, limit: int = 50, offset: int = 0) -> list[Call]:
         async with self.sessions() as s:
             rows = await s.scalars(select(Call).where(Call.user_id == user_id)
@@ -256,6 +294,13 @@ class Store:
             total = await s.scalar(select(func.coalesce(func.sum(Call.cost_usd), 0.0))
                                    .where(Call.user_id == user_id, Call.created_at >= _day_start()))
             return float(total or 0.0)
+
+    async def day_costs_by_call(self, user_id: str) -> dict[str, float]:
+        """Each of the user's calls since midnight UTC, with its cost."""
+        async with self.sessions() as s:
+            rows = await s.execute(select(Call.id, Call.cost_usd)
+                                   .where(Call.user_id == user_id, Call.created_at >= _day_start()))
+            return {call_id: float(cost or 0.0) for call_id, cost in rows}
 
     # transcript ---------------------------------------------------------------------------------
 

@@ -1,10 +1,35 @@
-"""Per-user request rate limits (token buckets) and the concurrent-call count."""
+"""Per-user request rate limits and the concurrent-call slots: the interfaces, and the one-process
+implementations kept in memory (the default). `parley.server.shared` has the Redis ones, for N
+processes; `create_app` picks by settings (PARLEY_REDIS_URL)."""
 
 from __future__ import annotations
 
 import math
 import time
 from collections import OrderedDict
+from typing import Protocol
+
+
+class RequestLimiter(Protocol):
+    """Requests per key: `acquire` takes one, None when allowed, else the seconds to wait."""
+
+    async def acquire(self, key: str) -> float | None: ...
+
+
+class Slots(Protocol):
+    """The calls each key has open, for the concurrent-call cap.
+
+    A slot taken with `ttl=None` is held until released (for a server-held call; across processes
+    it is a lease its holder renews, so it lapses if the holder dies); one taken with a ttl lapses
+    unless refreshed (a browser-direct call, refreshed by its event reports)."""
+
+    async def try_take(self, key: str, call_id: str, limit: int, ttl: float | None = None) -> bool: ...
+
+    async def refresh(self, call_id: str, ttl: float) -> None: ...
+
+    async def holds(self, call_id: str) -> bool: ...
+
+    async def release(self, call_id: str) -> None: ...
 
 
 class RateLimiter:
@@ -20,7 +45,10 @@ class RateLimiter:
         self.max_keys = max_keys
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, at)
 
-    def acquire(self, key: str, now: float | None = None) -> float | None:
+    async def acquire(self, key: str) -> float | None:
+        return self.take(key)
+
+    def take(self, key: str, now: float | None = None) -> float | None:
         """Take one token: None when allowed, else the seconds until one is available."""
         now = time.monotonic() if now is None else now
         tokens, at = self._buckets.pop(key, (self.burst, now))
@@ -41,7 +69,7 @@ def retry_after(seconds: float) -> str:
 
 
 class CallSlots:
-    """Which calls each user has open, for the concurrent-call cap.
+    """Which calls each user has open, for the concurrent-call cap (one process: in memory).
 
     Server-held calls hold their slot until released; browser-direct calls hold it until they
     have been quiet for a while (they are refreshed by every event report)."""
@@ -64,7 +92,7 @@ class CallSlots:
     def count(self, key: str) -> int:
         return len(self._slots(key, time.monotonic()))
 
-    def try_take(self, key: str, call_id: str, limit: int, ttl: float | None = None) -> bool:
+    async def try_take(self, key: str, call_id: str, limit: int, ttl: float | None = None) -> bool:
         now = time.monotonic()
         if len(self._slots(key, now)) >= limit:
             return False
@@ -72,17 +100,17 @@ class CallSlots:
         self._key_of[call_id] = key
         return True
 
-    def refresh(self, call_id: str, ttl: float) -> None:
+    async def refresh(self, call_id: str, ttl: float) -> None:
         key = self._key_of.get(call_id)
         slots = self._by_key.get(key) if key is not None else None
         if slots is not None and call_id in slots and slots[call_id] != math.inf:
             slots[call_id] = time.monotonic() + ttl
 
-    def holds(self, call_id: str) -> bool:
+    async def holds(self, call_id: str) -> bool:
         key = self._key_of.get(call_id)
         return key is not None and call_id in self._slots(key, time.monotonic())
 
-    def release(self, call_id: str) -> None:
+    async def release(self, call_id: str) -> None:
         key = self._key_of.pop(call_id, None)
         if key is not None:
             slots = self._by_key.get(key, {})

@@ -58,6 +58,13 @@ class ServerSettings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str | None = None  # default: a SQLite file in data_dir
     prices: Path | None = None  # JSON price overrides, {"gpt-realtime": {"audio_out": 64.0}}
+    # Where call recordings are kept (default: data_dir/audio); with N processes, a directory they all share.
+    recordings_dir: Path | None = None
+
+    # -- shared mode (N processes): hot state, leases and limits in Redis ---------------------
+    redis_url: str | None = None  # redis://host:6379/0, rediss://..., unix:///path/redis.sock
+    redis_prefix: str = Field(default="parley", min_length=1, max_length=64)  # keys are "<prefix>:..."
+    slot_lease_seconds: float = Field(default=30.0, ge=1, le=3600)  # a dead process's call slots lapse after this
 
     # -- auth --------------------------------------------------------------------------------
     auth: Literal["none", "bearer", "cookie"] = "none"
@@ -86,6 +93,14 @@ class ServerSettings(BaseSettings):
 
     log_level: str = "info"
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        value = (value or "").strip() or None
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
     @field_validator("upstream_url", "upstream_public_url", "self_url", "openai_base_url")
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
@@ -105,7 +120,30 @@ class ServerSettings(BaseSettings):
             raise ValueError("PARLEY_UPSTREAM=url needs PARLEY_UPSTREAM_URL")
         if self.auth != "none" and not self.auth_tokens:
             raise ValueError(f"PARLEY_AUTH={self.auth} needs PARLEY_AUTH_TOKENS (a JSON object user -> token)")
+        if self.shared:
+            self._check_shared()
         return self
+
+    def _check_shared(self) -> None:
+        """Shared mode refuses what would quietly give each process state of its own."""
+        if not self.database.startswith("postgresql"):
+            raise ValueError("shared mode (PARLEY_REDIS_URL) needs PostgreSQL: set PARLEY_DATABASE_URL="
+                             "postgresql://user@host/db; a SQLite file belongs to one process")
+        if self.session_secret is None or len(self.session_secret.get_secret_value()) < 16:
+            raise ValueError("shared mode (PARLEY_REDIS_URL) needs PARLEY_SESSION_SECRET (16+ characters), the same "
+                             "on every process, so that a cookie signed by one is valid at all")
+        if self.recordings_dir is None:
+            raise ValueError("shared mode (PARLEY_REDIS_URL) needs PARLEY_RECORDINGS_DIR, a directory every "
+                             "process shares (a volume, NFS), so any process can serve a call's recording")
+
+    @property
+    def shared(self) -> bool:
+        """N processes share state: Redis (hot state, leases, limits) and PostgreSQL (durable state)."""
+        return bool(self.redis_url)
+
+    @property
+    def recordings(self) -> Path:
+        return self.recordings_dir or self.data_dir / "audio"
 
     @property
     def upstream_kind(self) -> UpstreamKind:

@@ -10,9 +10,10 @@ from parley.apps.copilot.answerer import Answerer
 from .auth import Authenticator
 from .calls import CallManager
 from .db import Store
-from .limits import RateLimiter
+from .limits import RequestLimiter
 from .metrics import Metrics
 from .settings import ServerSettings
+from .storage import Recordings
 from .upstream import Upstream
 
 
@@ -24,9 +25,11 @@ class ServerState:
     upstream: Upstream
     metrics: Metrics
     auth: Authenticator
-    limiter: RateLimiter  # requests that start calls (/api/session, /api/calls)
-    events_limiter: RateLimiter  # a browser-direct call's event reports
-    login_limiter: RateLimiter
+    limiter: RequestLimiter  # requests that start calls (/api/session, /api/calls)
+    events_limiter: RequestLimiter  # a browser-direct call's event reports
+    login_limiter: RequestLimiter
     copilot: Answerer
     engine: Any  # the in-process engine (upstream "local"), else None
+    recordings: Recordings
+    hub: Any = None  # shared mode: the SharedHub (Redis), else None
 

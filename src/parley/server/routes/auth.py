@@ -32,7 +32,7 @@ async def login(request: Request, state: State, body: LoginRequest) -> dict[str,
     auth, settings = state.auth, state.settings
     if not isinstance(auth, CookieAuth):
         raise ApiError(404, "Sign-in is only used with PARLEY_AUTH=cookie.", "not_found")
-    wait = state.login_limiter.acquire("login:" + client_address(request, settings.trust_forwarded_for))
+    wait = await state.login_limiter.acquire("login:" + client_address(request, settings.trust_forwarded_for))
     if wait is not None:
         raise ApiError(429, "Too many sign-in attempts.", "rate_limited", headers={"Retry-After": retry_after(wait)})
     user = auth.tokens.user_for(body.token)

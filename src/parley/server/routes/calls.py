@@ -20,7 +20,6 @@ from ..personas import DEFAULT_PERSONA, find_persona
 from ..settings import ServerSettings
 from ..transcript import call_detail, call_summary, markdown
 from .deps import ERRORS, CallId, Limited, State, Who, owned_call, persona_card
-from .recordings import recording
 
 router = APIRouter(route_class=JsonBodyRoute, tags=["calls"])
 
@@ -96,7 +95,7 @@ async def list_calls(state: State, principal: Who, limit: Annotated[int, Query(g
 async def get_call(call_id: CallId, state: State, principal: Who) -> dict[str, Any]:
     call = await owned_call(state, call_id, principal)
     detail = call_detail(call, await state.store.items(call_id), await state.store.usage(call_id), state.settings)
-    return {**detail, "has_audio": recording(state.settings, call_id) is not None}
+    return {**detail, "has_audio": await state.recordings.find(call_id) is not None}
 
 
 @router.get("/api/calls/{call_id}/transcript", responses=ERRORS, response_class=Response)
@@ -128,7 +127,7 @@ async def hangup(call_id: CallId, state: State, principal: Who) -> dict[str, Any
 
 @router.post("/api/calls/{call_id}/events", responses=ERRORS)
 async def report_events(call_id: CallId, state: State, principal: Who, body: EventsReport) -> dict[str, Any]:
-    wait = state.events_limiter.acquire(principal.limit_key)
+    wait = await state.events_limiter.acquire(principal.limit_key)
     if wait is not None:
         state.metrics.inc("parley_rate_limited_total", reason="events")
         raise ApiError(429, "Too many event reports; batch them.", "rate_limited",

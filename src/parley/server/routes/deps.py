@@ -47,7 +47,7 @@ Who = Annotated[Principal, Depends(who)]
 
 
 async def limited(state: State, principal: Who) -> Principal:
-    wait = state.limiter.acquire(principal.limit_key)
+    wait = await state.limiter.acquire(principal.limit_key)
     if wait is not None:
         state.metrics.inc("parley_rate_limited_total", reason="rate")
         raise ApiError(429, f"Too many requests; try again in {retry_after(wait)} s.", "rate_limited",

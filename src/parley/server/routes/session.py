@@ -44,12 +44,11 @@ async def create_session(request: Request, state: State, principal: Limited,
     settings, calls = state.settings, state.calls
     persona = find_persona((body or SessionRequest()).persona)
     await calls.check_daily_cap(principal.user_id)
-    call_id = calls.register_direct(principal, persona, settings.model, settings.ephemeral_key_ttl_seconds)
+    call_id = await calls.register_direct(principal, persona, settings.model, settings.ephemeral_key_ttl_seconds)
     try:
         secret = await state.upstream.mint(persona_session(persona, settings), settings.ephemeral_key_ttl_seconds)
     except BaseException:
-        calls.direct.pop(call_id, None)
-        calls.slots.release(call_id)
+        await calls.unregister_direct(call_id)
         raise
     state.metrics.inc("parley_sessions_total")
     session = secret.get("session")

@@ -1,0 +1,327 @@
+"""Shared mode: N `parley serve` processes sharing one PostgreSQL and one Redis (real servers).
+
+The key test starts three real server processes on three loopback ports, the local engine as each
+one's upstream, on a fresh PostgreSQL database and a private redis-server: a burst of 1,000
+/api/session + /api/calls requests for one user, spread over the three, admits exactly the rate
+limit and, of the calls among them, exactly the concurrent-call cap; a cookie signed at one process
+is valid at the others; a key minted at A is reported at B; a recording uploaded at A is served at C.
+Skips, saying why, where redis-server or PostgreSQL is absent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from parley.server.costs import RedisDayCosts
+from parley.server.db import Store
+from parley.server.settings import ServerSettings, normalize_database_url
+from parley.server.shared import RedisLimiter, RedisSlots, SharedHub, SharedStateError, check_redis
+from parley.util.serving import free_port
+from support.services import postgres_database, redis_server
+
+pytestmark = [pytest.mark.postgres]
+
+SECRET = "a-shared-test-secret-0123456789"
+BURST = 40  # the rate limit: 40 requests in any 80-minute window
+CALL_CAP = 3
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture
+async def database() -> AsyncIterator[str]:
+    async with postgres_database() as url:
+        yield url
+
+
+# -- the Redis parts, in process --------------------------------------------------------------------
+
+
+async def test_a_burst_over_three_limiters_admits_exactly_the_limit(redis_url: str) -> None:
+    hubs = [SharedHub(redis_url, prefix="t") for _ in range(3)]
+    for hub in hubs:
+        await hub.start()
+    try:
+        limiters = [RedisLimiter(hub, "calls", 1.0, 25) for hub in hubs]
+        waits = await asyncio.gather(*(limiters[i % 3].acquire("alice") for i in range(300)))
+        assert sum(w is None for w in waits) == 25
+        assert all(w is not None and 0 < w <= 25 * 60 for w in waits if w is not None)
+        assert await limiters[0].acquire("bob") is None  # per key
+    finally:
+        for hub in hubs:
+            await hub.close()
+
+
+async def test_call_slots_are_leases_that_lapse_when_their_holder_dies(redis_url: str) -> None:
+    holder, other = SharedHub(redis_url, lease_seconds=1.0), SharedHub(redis_url, lease_seconds=1.0)
+    await holder.start()
+    await other.start()
+    try:
+        mine, theirs = RedisSlots(holder), RedisSlots(other)
+        results = await asyncio.gather(*((mine if i % 2 else theirs).try_take("alice", f"call_{i}", 2)
+                                         for i in range(20)))
+        assert sum(results) == 2
+        for i, ok in enumerate(results):
+            if ok:  # released at the other process than the one that took it
+                await (theirs if i % 2 else mine).release(f"call_{i}")
+        assert await theirs.try_take("alice", "theirs", 2) and await mine.try_take("alice", "mine", 2)
+        await asyncio.sleep(1.5)  # past the lease: the heartbeats renewed both
+        assert await theirs.holds("mine") and await mine.holds("theirs")
+        assert not await theirs.try_take("alice", "call_x", 2)
+        # the holder of "mine" dies (its heartbeat stops, nobody releases): its slot lapses by itself
+        assert holder._task is not None
+        holder._task.cancel()
+        started = time.monotonic()
+        while not await theirs.try_take("alice", "call_z", 2):
+            assert time.monotonic() - started < 5, "the dead holder's slot did not lapse"
+            await asyncio.sleep(0.05)
+        assert not await theirs.holds("mine") and await theirs.holds("theirs")
+    finally:
+        await holder.close()
+        await other.close()
+
+
+async def test_daily_costs_are_shared_and_filled_from_the_database(redis_url: str, database: str) -> None:
+    store = Store(normalize_database_url(database))
+    await store.start()
+    hubs = [SharedHub(redis_url), SharedHub(redis_url)]
+    try:
+        for hub in hubs:
+            await hub.start()
+        await store.create_call(id="call_1", user_id="alice", kind="server", persona="p", persona_name="P", model="m")
+        await store.add_usage("call_1", kind="response", ref_id="r1", persona=None, model="m", status="completed",
+                              input_tokens=1, output_tokens=1, usage=None, cost_usd=0.5)
+        a, b = RedisDayCosts(hubs[0], store), RedisDayCosts(hubs[1], store)
+        assert await b.spent("alice") == pytest.approx(0.5)  # filled from the database
+        await a.record("alice", "call_2", 1.25)
+        await a.record("alice", "call_2", 1.5)  # a call's running total, not an increment
+        assert await b.spent("alice") == pytest.approx(2.0)
+        await a.record("alice", "call_1", 0.75)
+        assert await b.spent("alice", fresh=True) == pytest.approx(2.25)
+        assert await b.spent("bob") == 0
+    finally:
+        for hub in hubs:
+            await hub.close()
+        await store.close()
+
+
+# -- refusals at start ------------------------------------------------------------------------------
+
+
+def _settings(tmp_path: Path, **values: Any) -> ServerSettings:
+    return ServerSettings(_env_file=None, upstream="local", data_dir=tmp_path, openai_api_key=None,  # type: ignore[call-arg]
+                          **values)
+
+
+def test_shared_mode_refuses_sqlite_a_missing_secret_and_a_private_recordings_dir(tmp_path: Path) -> None:
+    pg = "postgresql://postgres@/test?host=/var/run/postgresql"
+    shared = {"redis_url": "unix:///nonexistent/redis.sock", "session_secret": SECRET,
+              "recordings_dir": tmp_path / "rec", "database_url": pg}
+    assert _settings(tmp_path, **shared).shared
+    assert not _settings(tmp_path).shared  # the default: one process, SQLite, no Redis
+    for missing, message in (("database_url", "needs PostgreSQL"), ("session_secret", "PARLEY_SESSION_SECRET"),
+                             ("recordings_dir", "PARLEY_RECORDINGS_DIR")):
+        with pytest.raises(ValidationError, match=message):
+            _settings(tmp_path, **{k: v for k, v in shared.items() if k != missing})
+    with pytest.raises(ValidationError, match="redis://"):
+        _settings(tmp_path, **{**shared, "redis_url": "http://localhost:6379"})
+
+
+async def test_unreachable_redis_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SharedStateError, match="unreachable"):
+        await check_redis(f"unix://{tmp_path}/no-redis.sock")
+
+
+def test_parley_serve_refuses_to_start_without_its_redis(tmp_path: Path) -> None:
+    env = _env(tmp_path, "postgresql://postgres@/test?host=/var/run/postgresql", f"unix://{tmp_path}/none.sock")
+    proc = subprocess.run([*_command(), "serve", "--port", str(free_port())], env=env, cwd=tmp_path,
+                          capture_output=True, timeout=120)
+    assert proc.returncode != 0
+    assert b"unreachable" in proc.stderr and b"no fallback" in proc.stderr
+    env["PARLEY_DATABASE_URL"] = f"sqlite:///{tmp_path}/parley.db"
+    proc = subprocess.run([*_command(), "serve", "--port", str(free_port())], env=env, cwd=tmp_path,
+                          capture_output=True, timeout=120)
+    assert proc.returncode != 0 and b"needs PostgreSQL" in proc.stderr
+
+
+# -- three real server processes --------------------------------------------------------------------
+
+
+def _command() -> list[str]:
+    cli = Path(sys.executable).parent / "parley"
+    return [str(cli)] if cli.exists() else [sys.executable, "-c", "from parley.cli import app; app()"]
+
+
+def _env(data_dir: Path, database: str, redis_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "PARLEY_"))}
+    env.update({"PARLEY_DATA_DIR": str(data_dir), "PARLEY_UPSTREAM": "local", "HF_HUB_OFFLINE": "1",
+                "PARLEY_ENGINE_ICE_HOSTS": json.dumps(["127.0.0.1"]), "PARLEY_ENGINE_WARM_UP": "false",
+                "PARLEY_DATABASE_URL": database, "PARLEY_REDIS_URL": redis_url,
+                "PARLEY_SESSION_SECRET": SECRET, "PARLEY_RECORDINGS_DIR": str(data_dir.parent / "recordings"),
+                "PARLEY_LOG_LEVEL": "warning", **extra})
+    return env
+
+
+class Cluster:
+    def __init__(self, tmp_path: Path, database: str, redis_url: str, n: int = 3, **extra: str) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.urls: list[str] = []
+        for i in range(n):
+            data_dir = tmp_path / f"p{i}"  # each its own data dir: nothing shared through it
+            data_dir.mkdir()
+            port = free_port()
+            self.urls.append(f"http://127.0.0.1:{port}")
+            self.procs.append(subprocess.Popen(
+                [*_command(), "serve", "--host", "127.0.0.1", "--port", str(port)],
+                env=_env(data_dir, database, redis_url, **extra), cwd=data_dir,
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+
+    async def wait_healthy(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=2) as c:
+            for url, proc in zip(self.urls, self.procs, strict=True):
+                while True:
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"parley serve exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+                    try:
+                        if (await c.get(f"{url}/healthz")).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{url} did not become healthy")
+                    await asyncio.sleep(0.1)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, database: str, redis_url: str) -> AsyncIterator[Cluster]:
+    # All three start at once on an empty database: the migration lock makes them take turns.
+    c = Cluster(tmp_path, database, redis_url, PARLEY_RATE_LIMIT_BURST=str(BURST),
+                PARLEY_RATE_LIMIT_PER_MINUTE="0.5", PARLEY_MAX_CONCURRENT_CALLS=str(CALL_CAP))
+    try:
+        await c.wait_healthy()
+        yield c
+    finally:
+        c.stop()
+
+
+def _code(r: httpx.Response) -> str:
+    if r.status_code < 400:
+        return "ok"
+    error = r.json().get("error") or {}
+    return str(error.get("code") or error.get("type"))
+
+
+async def test_three_processes_share_limits_cookies_calls_and_recordings(cluster: Cluster, database: str) -> None:
+    a, b, c = cluster.urls
+    # one client per user: its cookie jar sends the cookie to every port of 127.0.0.1
+    async with httpx.AsyncClient(timeout=60) as client, httpx.AsyncClient(timeout=60) as bob:
+        # a cookie signed at A is valid at B and C: the same user everywhere
+        me = await client.get(f"{a}/api/me")
+        user = me.json()["user_id"]
+        assert "parley_client" in client.cookies
+        for url in (b, c):
+            assert (await client.get(f"{url}/api/me")).json()["user_id"] == user
+
+        # the burst: 1,000 requests for one user over the three processes
+        gate = asyncio.Semaphore(48)
+
+        async def one(i: int) -> httpx.Response:
+            url = cluster.urls[i % 3]
+            async with gate:
+                if i % 2:
+                    return await client.post(f"{url}/api/session", json={})
+                return await client.post(f"{url}/api/calls", json={"sdp": "v=0\r\nnot an offer"})
+
+        responses = await asyncio.gather(*(one(i) for i in range(1000)))
+        codes = Counter(_code(r) for r in responses)
+        limited = [r for r in responses if _code(r) == "rate_limited"]
+        assert sum(n for code, n in codes.items() if code != "rate_limited") == BURST, codes
+        assert len(limited) == 1000 - BURST and all(r.status_code == 429 for r in limited)
+        assert all(int(r.headers["retry-after"]) >= 1 for r in limited)
+        # of the keys minted (each holds a call slot until used or expired), exactly the cap, across processes
+        sessions = [r for r in responses if r.request.url.path == "/api/session" and r.status_code == 200]
+        assert len(sessions) == CALL_CAP, codes
+        assert codes["too_many_calls"] + codes["invalid_sdp"] + CALL_CAP == BURST, codes
+        by_process = Counter(str(r.request.url).split("/api")[0] for r in limited)
+        assert len(by_process) == 3  # each process refused its share
+
+        # a key minted at one process, reported at another: the call goes on record there
+        minted = sessions[0].json()
+        minted_at = str(sessions[0].request.url).split("/api")[0]
+        elsewhere = [u for u in cluster.urls if u != minted_at]
+        report = {"events": [{"type": "conversation.item.added", "previous_item_id": None,
+                              "item": {"id": "item_1", "type": "message", "role": "user", "status": "completed",
+                                       "content": [{"type": "input_text", "text": "hi"}]}}]}
+        r = await client.post(f"{elsewhere[0]}{minted['events_url']}", json=report)
+        assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
+        report2 = {"events": [{"type": "conversation.item.added", "previous_item_id": "item_1",
+                               "item": {"id": "item_2", "type": "message", "role": "user", "status": "completed",
+                                        "content": [{"type": "input_text", "text": "still me"}]}}]}
+        r = await client.post(f"{elsewhere[1]}{minted['events_url']}", json=report2)
+        assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
+        # and back at the process that minted it, which must not take its own copy for current
+        report3 = {"events": [{"type": "conversation.item.added", "previous_item_id": "item_2",
+                               "item": {"id": "item_3", "type": "message", "role": "user", "status": "completed",
+                                        "content": [{"type": "input_text", "text": "and again"}]}}]}
+        r = await client.post(f"{minted_at}{minted['events_url']}", json=report3)
+        assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
+        call = (await client.get(f"{minted_at}/api/calls/{minted['call_id']}")).json()
+        assert [i["text"] for i in call["transcript"]] == ["hi", "still me", "and again"]
+
+        # a recording uploaded at A is served at C
+        audio = bytes(range(256)) * 20
+        call_url = f"/api/calls/{minted['call_id']}"
+        r = await client.post(f"{a}{call_url}/audio", content=audio, headers={"Content-Type": "audio/webm"})
+        assert r.status_code == 200, r.text
+        got = await client.get(f"{c}{call_url}/audio")
+        assert got.status_code == 200 and got.content == audio
+        assert (await client.get(f"{b}{call_url}")).json()["has_audio"] is True
+
+        # hanging up at another process frees the slot for all: a new key for a second user fits
+        # the cap again (the first user's rate limit is spent)
+        assert (await bob.get(f"{b}/api/me")).json()["user_id"] != user
+        keys = [await bob.post(f"{u}/api/session", json={}) for u in (a, b, c, a)]
+        assert [k.status_code for k in keys] == [200, 200, 200, 429] and _code(keys[3]) == "too_many_calls"
+        first = keys[0].json()["call_id"]
+        r = await bob.post(f"{c}/api/calls/{first}/hangup")
+        assert r.status_code == 200 and r.json()["status"] == "ended", r.text
+        assert (await bob.post(f"{b}/api/session", json={})).status_code == 200
+
+    import asyncpg
+
+    conn = await asyncpg.connect(database)
+    try:
+        assert await conn.fetchval("select version_num from alembic_version") == "0002"
+        owners = await conn.fetch("select owner from calls where id = $1", minted["call_id"])
+        assert owners[0]["owner"]  # the row names the process that holds it
+    finally:
+        await conn.close()
