@@ -4,8 +4,8 @@ It owns every protocol rule (conversation and ordering, the input buffer and VAD
 transcription, the response lifecycle, cancel, truncate, barge-in) and never touches a socket,
 a thread or a clock. Inputs are method calls (client events, microphone audio, the results of
 work it asked for); outputs are taken with `take()`: server events (dicts, GA shapes) to send,
-interleaved with effects (dataclasses) the driver must carry out — transcribe this audio, start
-or cancel that response, clear playback. `engine.runtime` is that driver; the WebSocket and
+interleaved with effects (`engine.effects`) the driver must carry out — transcribe this audio,
+start or cancel that response, clear playback. `engine.runtime` is that driver; the WebSocket and
 WebRTC transports sit on top of it.
 """
 
@@ -21,6 +21,14 @@ import numpy as np
 from parley.audio.formats import InputDecoder, OutputEncoder
 from parley.audio.levels import loud_until
 from parley.audio.pcm import SAMPLE_RATE, FloatArray
+from parley.engine.effects import (
+    CancelResponse,
+    ClearPlayback,
+    CloseSession,
+    Effect,
+    StartResponse,
+    Transcribe,
+)
 from parley.engine.responders.base import ResponseRequest
 from parley.engine.speech import stt
 from parley.engine.tokens import estimate_tokens
@@ -56,6 +64,20 @@ from parley.protocol.session import (
     merge_session,
     session_resource,
 )
+
+# The session's interface for its driver and tests: the effects it returns are re-exported here.
+__all__ = [
+    "VAD_FRAME_MS",
+    "CancelResponse",
+    "ClearPlayback",
+    "CloseSession",
+    "Effect",
+    "Session",
+    "StartResponse",
+    "Transcribe",
+    "VoiceDetector",
+    "check_transcription",
+]
 
 Event = dict[str, Any]
 VAD_FRAME_MS = 32
@@ -110,55 +132,6 @@ def check_transcription(config: SessionConfig, param: str = "session") -> None:
                 f"with {stt.MODEL_NAME}, which knows no other language).",
                 where,
             )
-
-
-# -- effects: work the driver carries out and reports back ------------------------------------
-
-
-@dataclass(frozen=True)
-class Transcribe:
-    """Transcribe `audio` (float32, 24 kHz) for `item_id`; report with `transcription_result`.
-
-    `attempt` tells a speculative run (started in the VAD's silence window, before the turn is
-    committed) from a later one: results of superseded attempts are ignored. `careful` asks for
-    the STT's slower, better pass of the same attempt, after its quick pass came back unsure.
-    """
-
-    item_id: str
-    attempt: int
-    audio: FloatArray
-    language: str | None
-    prompt: str | None
-    careful: bool = False
-
-
-@dataclass(frozen=True)
-class StartResponse:
-    response_id: str
-    request: ResponseRequest
-    audio: bool  # speak the text (else text only)
-    voice: str
-    speed: float
-
-
-@dataclass(frozen=True)
-class CancelResponse:
-    response_id: str
-
-
-@dataclass(frozen=True)
-class ClearPlayback:
-    """WebRTC: drop the agent audio queued for playout; report with `playback_cleared`."""
-
-    response_id: str
-
-
-@dataclass(frozen=True)
-class CloseSession:
-    reason: str
-
-
-Effect = Transcribe | StartResponse | CancelResponse | ClearPlayback | CloseSession
 
 
 # -- state -------------------------------------------------------------------------------------
