@@ -517,7 +517,7 @@ class Session:
         item = it.message(item_id, "user", [it.input_audio(None)])
         self._insert(item, previous)
         self._audio[item_id] = audio
-        self._emit(ev.conversation_item_added(_copy(item), previous))
+        self._emit(ev.conversation_item_added(it.snapshot(item), previous))
         stt = self._stt.setdefault(item_id, _Stt())
         stt.committed = True
         stt.audio_ms = audio.size * 1000 / SAMPLE_RATE
@@ -577,7 +577,7 @@ class Session:
             for part in item["content"]:
                 if part["type"] == "input_audio":
                     part["transcript"] = text if error is None else None
-            self._emit(ev.conversation_item_done(_copy(item), self._previous(item_id)))
+            self._emit(ev.conversation_item_done(it.snapshot(item), self._previous(item_id)))
         for resp in list(self._responses.values()):
             if item_id in resp.waiting_for:
                 resp.waiting_for.discard(item_id)
@@ -606,10 +606,10 @@ class Session:
         item = self._item_from_client(event.item)
         self._insert(item, prev)
         previous = self._previous(item["id"])
-        self._emit(ev.conversation_item_added(_copy(item), previous))
+        self._emit(ev.conversation_item_added(it.snapshot(item), previous))
         pending = self._stt.get(item["id"])
         if pending is None or pending.done:
-            self._emit(ev.conversation_item_done(_copy(item), previous))
+            self._emit(ev.conversation_item_done(it.snapshot(item), previous))
 
     def _item_from_client(self, model: MessageItem | FunctionCallItem | FunctionCallOutputItem) -> dict[str, Any]:
         item_id = model.id or ids.item_id()
@@ -654,7 +654,7 @@ class Session:
         if item is None:
             raise ProtocolError("item_retrieve_invalid_item_id", f"Item with item_id not found: {item_id}", "item_id")
         audio = self._audio.get(item_id)
-        full = {**item, "content": [dict(p) for p in item["content"]]} if "content" in item else dict(item)
+        full = it.snapshot(item)
         if audio is not None:
             role = item.get("role")
             fmt = self._input_format() if role == "user" else self._output_format()
@@ -763,7 +763,7 @@ class Session:
         choice = p.tool_choice if p.tool_choice is not None else cfg.tool_choice
         request = ResponseRequest(
             instructions=p.instructions if p.instructions is not None else cfg.instructions,
-            items=[_copy(item) for item in context],  # the responder must not change the conversation
+            items=[it.snapshot(item) for item in context],  # the responder must not change the conversation
             tools=tools,
             tool_choice=choice if isinstance(choice, str) else choice.model_dump(exclude_none=True),
             output_modalities=tuple(resp.modalities),
@@ -814,7 +814,7 @@ class Session:
             resp.id,
             status=status,
             status_details=details,
-            output=[_copy(item) for item in resp.output],  # a snapshot: items change later
+            output=[it.snapshot(item) for item in resp.output],
             conversation_id=None if resp.out_of_band else self.conversation_id,
             output_modalities=list(resp.modalities),
             max_output_tokens=resp.max_output_tokens,
@@ -837,11 +837,11 @@ class Session:
         msg = _Message(item=item, output_index=len(resp.output))
         resp.message = msg
         resp.output.append(item)
-        self._emit(ev.response_output_item_added(resp.id, msg.output_index, _copy(item)))
+        self._emit(ev.response_output_item_added(resp.id, msg.output_index, it.snapshot(item)))
         if not resp.out_of_band:
             previous = self._order[-1] if self._order else None
             self._insert(item, previous)
-            self._emit(ev.conversation_item_added(_copy(item), previous))
+            self._emit(ev.conversation_item_added(it.snapshot(item), previous))
         part = {"type": "audio", "transcript": ""} if part_type == "audio" else {"type": "text", "text": ""}
         item["content"].append(it.output_audio("") if resp.audio else it.output_text(""))
         self._emit(ev.response_content_part_added(resp.id, item_id, msg.output_index, 0, part))
@@ -899,20 +899,20 @@ class Session:
         index = len(resp.output)
         item = it.function_call(item_id, call, name, "", status="in_progress")
         resp.output.append(item)
-        self._emit(ev.response_output_item_added(resp.id, index, _copy(item)))
+        self._emit(ev.response_output_item_added(resp.id, index, it.snapshot(item)))
         previous = self._order[-1] if self._order else None
         if not resp.out_of_band:
             self._insert(item, previous)
-            self._emit(ev.conversation_item_added(_copy(item), previous))
+            self._emit(ev.conversation_item_added(it.snapshot(item), previous))
         if arguments:
             self._emit(ev.response_function_call_arguments_delta(resp.id, item_id, index, call, arguments))
         self._emit(ev.response_function_call_arguments_done(resp.id, item_id, index, call, name, arguments))
         item["arguments"] = arguments
         item["status"] = "completed"
         resp.output_text_tokens += estimate_tokens(name + arguments) + 4
-        self._emit(ev.response_output_item_done(resp.id, index, _copy(item)))
+        self._emit(ev.response_output_item_done(resp.id, index, it.snapshot(item)))
         if not resp.out_of_band:
-            self._emit(ev.conversation_item_done(_copy(item), previous))
+            self._emit(ev.conversation_item_done(it.snapshot(item), previous))
 
     def _message_state(self, item_id: str) -> _Message | None:
         for resp in self._responses.values():
@@ -942,9 +942,9 @@ class Session:
             part = {"type": "text", "text": msg.text}
         self._emit(ev.response_content_part_done(resp.id, item_id, index, 0, part))
         item["status"] = status
-        self._emit(ev.response_output_item_done(resp.id, index, _copy(item)))
+        self._emit(ev.response_output_item_done(resp.id, index, it.snapshot(item)))
         if not resp.out_of_band and item_id in self._items:
-            self._emit(ev.conversation_item_done(_copy(item), self._previous(item_id)))
+            self._emit(ev.conversation_item_done(it.snapshot(item), self._previous(item_id)))
 
     def response_complete(self, response_id: str) -> None:
         """The responder finished and all its speech was handed over."""
@@ -1067,13 +1067,6 @@ class Session:
     @property
     def transcription_session(self) -> bool:
         return isinstance(self.config, TranscriptionSessionConfig)
-
-
-def _copy(item: dict[str, Any]) -> dict[str, Any]:
-    out = dict(item)
-    if "content" in out:
-        out["content"] = [dict(p) for p in out["content"]]
-    return out
 
 
 def _heard(pieces: list[tuple[int, str]], cut: int, total: int, transcript: str) -> str:
