@@ -29,6 +29,7 @@ from parley.engine.effects import (
     StartResponse,
     Transcribe,
 )
+from parley.engine.input_buffer import InputBuffer
 from parley.engine.responders.base import ResponseRequest
 from parley.engine.speech import stt
 from parley.engine.tokens import estimate_tokens
@@ -218,10 +219,7 @@ class Session:
         self._active: str | None = None  # the default-conversation response in progress
         # input audio: a buffer in session time (ms since the first audio of the session)
         self._decoder = InputDecoder(self._input_format())
-        self._buf: list[FloatArray] = []
-        self._buf_samples = 0
-        self._buf_start_ms = 0.0
-        self._audio_ms = 0.0
+        self._buffer = InputBuffer()
         # VAD turn state
         self._vad = detector
         # The VAD hears only what arrives while turn detection is on; its clock restarts at
@@ -356,58 +354,24 @@ class Session:
         """Microphone audio, float32 at 24 kHz (WebRTC hands it here directly)."""
         if pcm.size == 0:
             return
-        chunk_start_ms = self._audio_ms
-        self._buf.append(pcm)
-        self._buf_samples += pcm.size
-        self._audio_ms += pcm.size * 1000 / SAMPLE_RATE
+        chunk_start_ms = self._buffer.end_ms
+        self._buffer.append(pcm)
         td = self._turn_detection()
         if td is None:
-            if self._buf_ms() > MAX_BUFFER_MS:
-                self._drop_buffer_before(self._audio_ms - MAX_BUFFER_MS)
+            if self._buffer.ms > MAX_BUFFER_MS:
+                self._buffer.drop_before(self._buffer.end_ms - MAX_BUFFER_MS)
             return
         if chunk_start_ms != self._vad_fed_until_ms:
             self._vad.reset()
             self._vad_origin_ms = chunk_start_ms
-        self._vad_fed_until_ms = self._audio_ms
+        self._vad_fed_until_ms = self._buffer.end_ms
         for end_ms, prob in self._vad.feed(pcm):
             self._vad_frame(td, self._vad_origin_ms + end_ms, prob)
-        if not self._speaking and self._buf_ms() > IDLE_KEEP_MS * 2:
-            self._drop_buffer_before(self._audio_ms - IDLE_KEEP_MS)
-
-    def _buf_ms(self) -> float:
-        return self._buf_samples * 1000 / SAMPLE_RATE
-
-    def _buffer(self) -> FloatArray:
-        if len(self._buf) > 1:
-            self._buf = [np.concatenate(self._buf)]
-        return self._buf[0] if self._buf else np.zeros(0, dtype=np.float32)
-
-    def _slice(self, start_ms: float, end_ms: float) -> FloatArray:
-        a = max(0, round((start_ms - self._buf_start_ms) * SAMPLE_RATE / 1000))
-        b = max(a, round((end_ms - self._buf_start_ms) * SAMPLE_RATE / 1000))
-        # Join only the chunks from `a` on: the end of speech is looked for at every pause, in
-        # the last 64 ms, and must not copy the whole utterance each time.
-        first, offset = len(self._buf), self._buf_samples
-        while first > 0 and offset > a:
-            first -= 1
-            offset -= self._buf[first].size
-        chunks = self._buf[first:]
-        if not chunks:
-            return np.zeros(0, dtype=np.float32)
-        joined = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
-        return joined[a - offset : b - offset]
-
-    def _drop_buffer_before(self, ms: float) -> None:
-        cut = round((ms - self._buf_start_ms) * SAMPLE_RATE / 1000)
-        if cut <= 0:
-            return
-        buf = self._buffer()[cut:]
-        self._buf = [buf] if buf.size else []
-        self._buf_samples = buf.size
-        self._buf_start_ms = ms
+        if not self._speaking and self._buffer.ms > IDLE_KEEP_MS * 2:
+            self._buffer.drop_before(self._buffer.end_ms - IDLE_KEEP_MS)
 
     def _clear_buffer(self) -> None:
-        self._buf, self._buf_samples, self._buf_start_ms = [], 0, self._audio_ms
+        self._buffer.clear()
         self._end_speech_state()
 
     def _end_speech_state(self) -> None:
@@ -455,13 +419,13 @@ class Session:
             # user goes on, the attempt is discarded.
             stt.attempt += 1
             stt.speculative_until_ms = self._last_voice_ms
-            self._transcribe(item_id, stt, self._slice(self._speech_start_ms, self._last_voice_ms))
+            self._transcribe(item_id, stt, self._buffer.slice(self._speech_start_ms, self._last_voice_ms))
         if silence >= window:
             self._speech_stopped(td, end_ms)
 
     def _sound_end(self, voice_until_ms: float) -> float:
         start_ms = max(self._speech_start_ms, voice_until_ms - VOICE_TAIL_LOOKBACK_MS)
-        tail = self._slice(start_ms, voice_until_ms)
+        tail = self._buffer.slice(start_ms, voice_until_ms)
         loud = loud_until(tail, SAMPLE_RATE * VOICE_TAIL_BLOCK_MS // 1000, VOICE_TAIL_DBFS)
         return min(voice_until_ms, start_ms + loud * 1000 / SAMPLE_RATE) if loud else start_ms
 
@@ -469,7 +433,7 @@ class Session:
         prefix = td.prefix_padding_ms if isinstance(td, ServerVad) else 300
         self._speaking = True
         self._above = 0
-        self._speech_start_ms = max(self._buf_start_ms, start_ms - prefix)
+        self._speech_start_ms = max(self._buffer.start_ms, start_ms - prefix)
         item_id = ids.item_id()
         self._turn_item = item_id
         self._stt[item_id] = _Stt()
@@ -485,8 +449,8 @@ class Session:
         self._speaking = False
         self._turn_item = None
         self._emit(ev.input_audio_buffer_speech_stopped(int(end_ms), item_id))
-        audio = self._slice(self._speech_start_ms, end_ms)
-        self._drop_buffer_before(end_ms)
+        audio = self._buffer.slice(self._speech_start_ms, end_ms)
+        self._buffer.drop_before(end_ms)
         self._commit(item_id, audio)
         if self.is_realtime and td.create_response:
             if self._active is None:
@@ -499,7 +463,7 @@ class Session:
         else:
             item_id = ids.item_id()
             self._stt[item_id] = _Stt()
-        audio = self._buffer()
+        audio = self._buffer.audio()
         ms = audio.size * 1000 / SAMPLE_RATE
         if ms < MIN_COMMIT_MS:
             self._stt.pop(item_id, None)
@@ -508,7 +472,7 @@ class Session:
                 f"Error committing input audio buffer: buffer too small. Expected at least {MIN_COMMIT_MS}ms "
                 f"of audio, but buffer only has {ms:.2f}ms of audio.",
             )
-        self._buf, self._buf_samples, self._buf_start_ms = [], 0, self._audio_ms
+        self._buffer.clear()
         self._commit(item_id, audio)
 
     def _commit(self, item_id: str, audio: FloatArray) -> None:
@@ -1038,10 +1002,10 @@ class Session:
         if (now - self._last_activity) * 1000 >= td.idle_timeout_ms:
             self._last_activity = now
             item_id = ids.item_id()
-            start = max(self._buf_start_ms, self._audio_ms - td.idle_timeout_ms)
-            self._emit(ev.input_audio_buffer_timeout_triggered(int(start), int(self._audio_ms), item_id))
-            audio = self._slice(start, self._audio_ms)
-            self._drop_buffer_before(self._audio_ms)
+            start = max(self._buffer.start_ms, self._buffer.end_ms - td.idle_timeout_ms)
+            self._emit(ev.input_audio_buffer_timeout_triggered(int(start), int(self._buffer.end_ms), item_id))
+            audio = self._buffer.slice(start, self._buffer.end_ms)
+            self._buffer.drop_before(self._buffer.end_ms)
             self._stt[item_id] = _Stt()
             self._commit(item_id, audio)
             self.create_response(None)
