@@ -12,14 +12,12 @@ WebRTC transports sit on top of it.
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 
 from parley.audio.formats import InputDecoder, OutputEncoder
-from parley.audio.levels import loud_until
 from parley.audio.pcm import SAMPLE_RATE, FloatArray
 from parley.engine.effects import (
     CancelResponse,
@@ -33,6 +31,15 @@ from parley.engine.input_buffer import InputBuffer
 from parley.engine.responders.base import ResponseRequest
 from parley.engine.speech import stt
 from parley.engine.tokens import estimate_tokens
+from parley.engine.turns import (
+    VAD_FRAME_MS,
+    SpeechStarted,
+    TurnDetection,
+    TurnDetector,
+    VoiceDetector,
+    VoicePaused,
+    VoiceResumed,
+)
 from parley.protocol import events as ev
 from parley.protocol import ids
 from parley.protocol import items as it
@@ -81,41 +88,10 @@ __all__ = [
 ]
 
 Event = dict[str, Any]
-VAD_FRAME_MS = 32
-# Frames above the threshold before a turn starts: one frame of noise is not speech.
-SPEECH_START_FRAMES = 2
-# Silero's usual hysteresis: once speaking, a frame counts as voice down to threshold - 0.15.
-NEG_THRESHOLD_GAP = 0.15
-# Silero still calls the fading end of a word voice for 15-65 ms. On the first quiet frame the
-# end of speech moves back to where the signal fell below -50 dBFS (4 ms resolution, at most
-# two frames back), so the silence window counts from the end of the sound.
-VOICE_TAIL_LOOKBACK_MS = 64
-VOICE_TAIL_BLOCK_MS = 4
-VOICE_TAIL_DBFS = -50.0
 # Buffered audio kept while nobody speaks (the prefix padding comes from here).
 IDLE_KEEP_MS = 2_000
 MAX_BUFFER_MS = 15 * 60 * 1000
 KEEP_FINISHED_RESPONSES = 16
-# semantic_vad has no language model here; eagerness picks a silence window instead.
-SEMANTIC_SILENCE_MS = {"low": 1_200, "medium": 700, "auto": 700, "high": 400}
-
-
-class VoiceDetector(Protocol):
-    """What the session's turn detection hears with: speech probabilities of its audio.
-
-    `feed` takes float32 24 kHz audio in chunks of any size and returns one (end_ms, probability)
-    pair per complete frame of VAD_FRAME_MS, end_ms counted from the stream's start or last
-    `reset`. The engine gives each session a silero stream (`speech.vad.VadStream`); tests can
-    give a scripted one.
-    """
-
-    def feed(self, audio: FloatArray) -> Sequence[tuple[float, float]]: ...
-
-    def reset(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
 def check_transcription(config: SessionConfig, param: str = "session") -> None:
     """Refuse, as OpenAI refuses a value it does not support, a transcription language the local
     STT model cannot do: it would only guess English words for the speech."""
@@ -220,19 +196,8 @@ class Session:
         # input audio: a buffer in session time (ms since the first audio of the session)
         self._decoder = InputDecoder(self._input_format())
         self._buffer = InputBuffer()
-        # VAD turn state
-        self._vad = detector
-        # The VAD hears only what arrives while turn detection is on; its clock restarts at
-        # `_vad_origin_ms` of session time whenever it resumes after a gap.
-        self._vad_origin_ms = 0.0
-        self._vad_fed_until_ms = 0.0
-        self._speaking = False
-        self._above = 0
-        self._candidate_start_ms = 0.0
-        self._speech_start_ms = 0.0
-        self._last_voice_ms = 0.0
-        self._voice_end_refined = False
-        self._turn_item: str | None = None
+        self._turns = TurnDetector(detector, self._buffer)
+        self._turn_item: str | None = None  # the user message of the turn being spoken
         self._last_activity: float | None = None  # for idle_timeout_ms, in driver time (s)
         self._playing: str | None = None  # WebRTC: response whose audio is playing
         # assistant item -> how it was spoken (pieces and length), for truncation
@@ -274,7 +239,7 @@ class Session:
 
     def close(self) -> None:
         """Give back what the session holds (its detector: a VAD model goes back to the shared pool)."""
-        self._vad.close()
+        self._turns.close()
 
     def start(self, *, announce_conversation: bool = False) -> None:
         self._emit(ev.session_created(self.resource()))
@@ -333,7 +298,7 @@ class Session:
         self.config = new
         if self._input_format() != old_formats[0]:
             self._decoder = InputDecoder(self._input_format())
-        if self._turn_detection() is None and self._speaking:
+        if self._turn_detection() is None and self._turns.speaking:
             self._end_speech_state()
         self._emit(ev.session_updated(self.resource()))
 
@@ -361,13 +326,16 @@ class Session:
             if self._buffer.ms > MAX_BUFFER_MS:
                 self._buffer.drop_before(self._buffer.end_ms - MAX_BUFFER_MS)
             return
-        if chunk_start_ms != self._vad_fed_until_ms:
-            self._vad.reset()
-            self._vad_origin_ms = chunk_start_ms
-        self._vad_fed_until_ms = self._buffer.end_ms
-        for end_ms, prob in self._vad.feed(pcm):
-            self._vad_frame(td, self._vad_origin_ms + end_ms, prob)
-        if not self._speaking and self._buffer.ms > IDLE_KEEP_MS * 2:
+        for signal in self._turns.hear(td, pcm, chunk_start_ms):
+            if isinstance(signal, SpeechStarted):
+                self._speech_started(td, signal.start_ms)
+            elif isinstance(signal, VoicePaused):
+                self._voice_paused(signal.start_ms, signal.voice_end_ms)
+            elif isinstance(signal, VoiceResumed):
+                self._voice_resumed()
+            else:
+                self._speech_stopped(td, signal.start_ms, signal.end_ms)
+        if not self._turns.speaking and self._buffer.ms > IDLE_KEEP_MS * 2:
             self._buffer.drop_before(self._buffer.end_ms - IDLE_KEEP_MS)
 
     def _clear_buffer(self) -> None:
@@ -375,81 +343,45 @@ class Session:
         self._end_speech_state()
 
     def _end_speech_state(self) -> None:
-        self._speaking = False
-        self._above = 0
+        self._turns.end()
         self._turn_item = None
 
-    def _silence_ms(self, td: ServerVad | SemanticVad) -> int:
-        if isinstance(td, ServerVad):
-            return td.silence_duration_ms
-        return SEMANTIC_SILENCE_MS[td.eagerness]
-
-    def _vad_frame(self, td: ServerVad | SemanticVad, end_ms: float, prob: float) -> None:
-        threshold = td.threshold if isinstance(td, ServerVad) else 0.5
-        if not self._speaking:
-            if prob >= threshold:
-                self._above += 1
-                if self._above == 1:
-                    self._candidate_start_ms = end_ms - VAD_FRAME_MS
-                if self._above >= SPEECH_START_FRAMES:
-                    self._speech_started(td, self._candidate_start_ms)
-                    self._last_voice_ms = end_ms
-                    self._voice_end_refined = False
-            else:
-                self._above = 0
-            return
-        item_id = self._turn_item
-        assert item_id is not None
-        stt = self._stt[item_id]
-        if prob >= threshold - NEG_THRESHOLD_GAP:
-            if stt.speculative_until_ms is not None:
-                # Speech resumed: the speculative transcript is stale.
-                stt.speculative_until_ms, stt.text, stt.error, stt.quick_text = None, None, None, None
-                stt.attempt += 1
-            self._last_voice_ms = end_ms
-            self._voice_end_refined = False
-            return
-        if not self._voice_end_refined:
-            self._voice_end_refined = True
-            self._last_voice_ms = self._sound_end(self._last_voice_ms)
-        silence = end_ms - self._last_voice_ms
-        window = self._silence_ms(td)
-        if stt.speculative_until_ms is None and silence >= min(VAD_FRAME_MS * 2, window):
-            # The silence window is time the STT can use: start on what was said so far. If the
-            # user goes on, the attempt is discarded.
-            stt.attempt += 1
-            stt.speculative_until_ms = self._last_voice_ms
-            self._transcribe(item_id, stt, self._buffer.slice(self._speech_start_ms, self._last_voice_ms))
-        if silence >= window:
-            self._speech_stopped(td, end_ms)
-
-    def _sound_end(self, voice_until_ms: float) -> float:
-        start_ms = max(self._speech_start_ms, voice_until_ms - VOICE_TAIL_LOOKBACK_MS)
-        tail = self._buffer.slice(start_ms, voice_until_ms)
-        loud = loud_until(tail, SAMPLE_RATE * VOICE_TAIL_BLOCK_MS // 1000, VOICE_TAIL_DBFS)
-        return min(voice_until_ms, start_ms + loud * 1000 / SAMPLE_RATE) if loud else start_ms
-
-    def _speech_started(self, td: ServerVad | SemanticVad, start_ms: float) -> None:
-        prefix = td.prefix_padding_ms if isinstance(td, ServerVad) else 300
-        self._speaking = True
-        self._above = 0
-        self._speech_start_ms = max(self._buffer.start_ms, start_ms - prefix)
+    def _speech_started(self, td: TurnDetection, start_ms: float) -> None:
         item_id = ids.item_id()
         self._turn_item = item_id
         self._stt[item_id] = _Stt()
-        self._emit(ev.input_audio_buffer_speech_started(int(self._speech_start_ms), item_id))
+        self._emit(ev.input_audio_buffer_speech_started(int(start_ms), item_id))
         if td.interrupt_response:
             if self._active is not None:
                 self._cancel(self._active, reason="turn_detected")
             self._stop_playback()  # WebRTC: a finished response may still be playing
 
-    def _speech_stopped(self, td: ServerVad | SemanticVad, end_ms: float) -> None:
+    def _voice_paused(self, start_ms: float, voice_end_ms: float) -> None:
         item_id = self._turn_item
         assert item_id is not None
-        self._speaking = False
+        stt = self._stt[item_id]
+        if stt.speculative_until_ms is None:
+            # The silence window is time the STT can use: start on what was said so far. If the
+            # user goes on, the attempt is discarded.
+            stt.attempt += 1
+            stt.speculative_until_ms = voice_end_ms
+            self._transcribe(item_id, stt, self._buffer.slice(start_ms, voice_end_ms))
+
+    def _voice_resumed(self) -> None:
+        item_id = self._turn_item
+        assert item_id is not None
+        stt = self._stt[item_id]
+        if stt.speculative_until_ms is not None:
+            # Speech resumed: the speculative transcript is stale.
+            stt.speculative_until_ms, stt.text, stt.error, stt.quick_text = None, None, None, None
+            stt.attempt += 1
+
+    def _speech_stopped(self, td: TurnDetection, start_ms: float, end_ms: float) -> None:
+        item_id = self._turn_item
+        assert item_id is not None
         self._turn_item = None
         self._emit(ev.input_audio_buffer_speech_stopped(int(end_ms), item_id))
-        audio = self._buffer.slice(self._speech_start_ms, end_ms)
+        audio = self._buffer.slice(start_ms, end_ms)
         self._buffer.drop_before(end_ms)
         self._commit(item_id, audio)
         if self.is_realtime and td.create_response:
@@ -457,7 +389,7 @@ class Session:
                 self.create_response(None)
 
     def _commit_manual(self) -> None:
-        if self._speaking and self._turn_item is not None:
+        if self._turns.speaking and self._turn_item is not None:
             item_id = self._turn_item
             self._end_speech_state()
         else:
@@ -993,7 +925,7 @@ class Session:
         if not isinstance(td, ServerVad) or td.idle_timeout_ms is None or not self.is_realtime:
             self._last_activity = None
             return
-        if self._speaking or self._active is not None or self._playing is not None:
+        if self._turns.speaking or self._active is not None or self._playing is not None:
             self._last_activity = now
             return
         if self._last_activity is None:
