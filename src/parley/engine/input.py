@@ -244,6 +244,7 @@ class SessionInput:
         elif stt.speculative_until_ms is None:
             stt.attempt += 1
             self._transcribe(item_id, stt, audio)
+        # else: the speculative attempt is still running and covers this audio.
 
     # -- transcription -----------------------------------------------------------------------------
 
