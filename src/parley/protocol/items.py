@@ -148,6 +148,15 @@ def output_audio(transcript: str, audio: str | None = None) -> dict[str, Any]:
     return part
 
 
+def snapshot(item: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a wire item as it is now, for an event: the item and its content parts go on
+    changing (text appended, status set, truncation) after the event has been handed over."""
+    out = dict(item)
+    if "content" in out:
+        out["content"] = [dict(p) for p in out["content"]]
+    return out
+
+
 def item_text(item: dict[str, Any]) -> str:
     """The words of a message item: typed text or the transcript of its audio."""
     words = []
