@@ -19,18 +19,22 @@ from openai import AsyncOpenAI
 from parley.apps.negotiator.responder import ScenarioResponder
 from parley.apps.scenarios import get_persona
 from parley.audio.pcm import SAMPLE_RATE
+from parley.engine.input import CAREFUL_WINDOW_MS
 from parley.engine.responders.base import TextDelta
 from parley.engine.session import StartResponse, Transcribe
 from parley.engine.speech import stt
 from support.session import Harness, Mic, ScriptedDetector, error_of, is_type, only, speech_between, types
-from support.speech import silence, speech_pcm24k
+from support.speech import speech_pcm24k
 
 PROMPT = "Northwind Cable, Fiber Basic, Unlimited Max, Marco, Sarah, autopay, $94.99 a month."
 PHRASE = "I would like to lower my monthly bill"
 
 
-def transcription(**fields: object) -> dict[str, object]:
-    return {"audio": {"input": {"transcription": {"model": "whisper-1", **fields}}}}
+def transcription(window_ms: int | None = None, **fields: object) -> dict[str, object]:
+    audio: dict[str, object] = {"transcription": {"model": "whisper-1", **fields}}
+    if window_ms is not None:
+        audio["turn_detection"] = {"type": "server_vad", "silence_duration_ms": window_ms}
+    return {"audio": {"input": audio}}
 
 
 # -- prompt ------------------------------------------------------------------------------------
@@ -121,6 +125,8 @@ async def test_a_language_the_model_lacks_is_refused_through_the_sdk(engine_url:
 
 # -- a careful pass when the quick one was unsure ---------------------------------------------
 
+# Below CAREFUL_WINDOW_MS a turn gets the quick pass first, and the careful one only if unsure.
+SHORT_WINDOW_MS = 200
 HEARD_QUICKLY = "Can I speak to your super minor?"
 HEARD_CAREFULLY = "Can I speak to your supervisor?"
 
@@ -131,14 +137,22 @@ async def answer(start: StartResponse) -> str:
     return "".join(c.text for c in chunks if isinstance(c, TextDelta))
 
 
+def tone(*spans_s: tuple[float, float], total_s: float = 3.0) -> np.ndarray:
+    """A 220 Hz tone over the given spans: what a ScriptedDetector of the same spans calls speech."""
+    t = np.arange(int(SAMPLE_RATE * total_s)) / SAMPLE_RATE
+    on = np.zeros(t.size, dtype=bool)
+    for start, end in spans_s:
+        on |= (t > start) & (t <= end)
+    return np.where(on, 0.3 * np.sin(2 * np.pi * 220 * t), 0.0).astype(np.float32)
+
+
 async def test_an_unsure_quick_transcript_is_replaced_by_the_careful_pass(make: Callable[..., Harness]) -> None:
     # A scripted detector: one unbroken utterance (espeak's real one may pause where silero hears a
     # second turn, depending on what espeak said before in this process).
-    h = make({**transcription(language="en"), "instructions": get_persona("negotiator/sarah").instructions},
+    h = make({**transcription(SHORT_WINDOW_MS, language="en"),
+              "instructions": get_persona("negotiator/sarah").instructions},
              detector=ScriptedDetector(speech_between(320, 1600)))
-    t = np.arange(SAMPLE_RATE * 3) / SAMPLE_RATE
-    utterance = np.where((t > 0.32) & (t <= 1.6), 0.3 * np.sin(2 * np.pi * 220 * t), 0.0).astype(np.float32)
-    mic = Mic(h, utterance)
+    mic = Mic(h, tone((0.32, 1.6)))
     quick = only(mic.until(is_type("Transcribe")), "Transcribe")
     assert not quick.careful
     # the quick pass in the silence window doubts a word: the session asks for a careful pass of
@@ -171,7 +185,7 @@ async def test_an_unsure_quick_transcript_is_replaced_by_the_careful_pass(make: 
 
 
 def test_a_sure_quick_transcript_is_final(make: Callable[..., Harness]) -> None:
-    h = make(transcription())
+    h = make(transcription(SHORT_WINDOW_MS))
     mic = Mic(h, speech_pcm24k(PHRASE, tail_silence_ms=1500))
     quick = only(mic.until(is_type("Transcribe")), "Transcribe")
     h.s.transcription_result(quick.item_id, quick.attempt, PHRASE, sure=True)
@@ -182,7 +196,7 @@ def test_a_sure_quick_transcript_is_final(make: Callable[..., Harness]) -> None:
 
 
 def test_a_failed_careful_pass_leaves_the_quick_words(make: Callable[..., Harness]) -> None:
-    h = make(transcription())
+    h = make(transcription(SHORT_WINDOW_MS))
     got = Mic(h, speech_pcm24k(PHRASE, tail_silence_ms=1500)).until(is_type("input_audio_buffer.speech_stopped"))
     quick = only(got, "Transcribe")
     h.s.transcription_result(quick.item_id, quick.attempt, PHRASE, sure=False)
@@ -194,11 +208,10 @@ def test_a_failed_careful_pass_leaves_the_quick_words(make: Callable[..., Harnes
 
 
 def test_speech_resuming_drops_the_careful_pass(make: Callable[..., Harness]) -> None:
-    h = make({"audio": {"input": {"transcription": {"model": "whisper-1"},
-                                  "turn_detection": {"type": "server_vad", "silence_duration_ms": 900}}}})
-    first = speech_pcm24k("I would like to book a table", tail_silence_ms=0)
-    second = speech_pcm24k("for two people tonight", lead_silence_ms=0, tail_silence_ms=1500)
-    mic = Mic(h, np.concatenate([first, silence(450), second]))
+    # a pause shorter than the window, long enough for the speculative pass to start
+    h = make(transcription(SHORT_WINDOW_MS), detector=ScriptedDetector(
+        lambda t: 0.9 if 320 < t <= 1600 or 1730 < t <= 2400 else 0.05))
+    mic = Mic(h, tone((0.32, 1.6), (1.73, 2.4)))
     quick = only(mic.until(is_type("Transcribe")), "Transcribe")
     h.s.transcription_result(quick.item_id, quick.attempt, "I would like to book a", sure=False)
     stale = only(h.take(), "Transcribe")
@@ -214,6 +227,22 @@ def test_speech_resuming_drops_the_careful_pass(make: Callable[..., Harness]) ->
                           "conversation.item.input_audio_transcription.completed",
                           "conversation.item.done", "StartResponse"]
     assert out[1]["transcript"].endswith("tonight")
+
+
+@pytest.mark.parametrize("window_ms", [CAREFUL_WINDOW_MS, 500, 900])
+def test_a_long_silence_window_gets_the_careful_pass_straight_away(
+        make: Callable[..., Harness], window_ms: int) -> None:
+    # the window leaves time for the careful pass, so the speculative cut gets it, and its words
+    # are final: no quick pass, no second job
+    h = make(transcription(window_ms), detector=ScriptedDetector(speech_between(320, 1600)))
+    mic = Mic(h, tone((0.32, 1.6)))
+    job = only(mic.until(is_type("Transcribe")), "Transcribe")
+    assert job.careful
+    h.s.transcription_result(job.item_id, job.attempt, HEARD_CAREFULLY)
+    assert h.take() == []
+    got = mic.until(is_type("StartResponse"))
+    assert only(got, "conversation.item.input_audio_transcription.completed")["transcript"] == HEARD_CAREFULLY
+    assert "Transcribe" not in types(got)
 
 
 @pytest.mark.slow

@@ -26,6 +26,7 @@ from parley.engine.turns import (
     VoiceDetector,
     VoicePaused,
     VoiceResumed,
+    silence_window_ms,
 )
 from parley.protocol import events as ev
 from parley.protocol import ids
@@ -38,6 +39,9 @@ from parley.protocol.session import SessionConfig
 # Buffered audio kept while nobody speaks (the prefix padding comes from here).
 IDLE_KEEP_MS = 2_000
 MAX_BUFFER_MS = 15 * 60 * 1000
+#: A silence window at least this long leaves time for the careful pass (beam 5, 1.3-1.6x the quick
+#: one) to run straight away on the speculative cut, so every turn gets it, not only unsure ones.
+CAREFUL_WINDOW_MS = 400
 
 
 def check_transcription(config: SessionConfig, param: str = "session") -> None:
@@ -139,7 +143,7 @@ class SessionInput:
             if isinstance(signal, SpeechStarted):
                 self._speech_started(td, signal.start_ms)
             elif isinstance(signal, VoicePaused):
-                self._voice_paused(signal.start_ms, signal.voice_end_ms)
+                self._voice_paused(td, signal.start_ms, signal.voice_end_ms)
             elif isinstance(signal, VoiceResumed):
                 self._voice_resumed()
             else:
@@ -165,7 +169,7 @@ class SessionInput:
                 self._cancel(self._active, reason="turn_detected")
             self._stop_playback()  # WebRTC: a finished response may still be playing
 
-    def _voice_paused(self, start_ms: float, voice_end_ms: float) -> None:
+    def _voice_paused(self, td: TurnDetection, start_ms: float, voice_end_ms: float) -> None:
         item_id = self._turn_item
         assert item_id is not None
         stt = self._stt[item_id]
@@ -174,7 +178,8 @@ class SessionInput:
             # user goes on, the attempt is discarded.
             stt.attempt += 1
             stt.speculative_until_ms = voice_end_ms
-            self._transcribe(item_id, stt, self._buffer.slice(start_ms, voice_end_ms))
+            self._transcribe(item_id, stt, self._buffer.slice(start_ms, voice_end_ms),
+                             careful=silence_window_ms(td) >= CAREFUL_WINDOW_MS)
 
     def _voice_resumed(self) -> None:
         item_id = self._turn_item
