@@ -70,6 +70,8 @@ class Call(Base):
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
     outcome: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     events_received: Mapped[int] = mapped_column(Integer, default=0)
+    channel: Mapped[str | None] = mapped_column(String(16), nullable=True)  # "phone"; None: the web app or Python
+    caller: Mapped[str | None] = mapped_column(String(64), nullable=True)  # a phone call's number (masked in the API)
 
     __table_args__ = (Index("ix_calls_user_created", "user_id", "created_at"),)
 
@@ -199,11 +201,13 @@ class Store:
     # calls ------------------------------------------------------------------------------------
 
     async def create_call(self, *, id: str, user_id: str, kind: str, persona: str, persona_name: str,
-                          model: str, upstream_call_id: str | None = None) -> None:
+                          model: str, upstream_call_id: str | None = None, channel: str | None = None,
+                          caller: str | None = None) -> None:
         now = utcnow()
         async with self.sessions.begin() as s:
             s.add(Call(id=id, user_id=user_id, kind=kind, persona=persona, model=model,
                        upstream_call_id=upstream_call_id, status="active", created_at=now,
+                       channel=channel, caller=caller[:64] if caller else None,
                        personas=[{"id": persona, "name": persona_name, "at": now.isoformat()}],
                        input_tokens=0, output_tokens=0, cost_usd=0.0, events_received=0))
 

@@ -86,7 +86,15 @@ class ServerSettings(BaseSettings):
 
     log_level: str = "info"
 
-    @field_validator("upstream_url", "upstream_public_url", "self_url", "openai_base_url")
+    # -- telephony (docs/telephony.md) -----------------------------------------------------------
+    # The server's public https:// base URL (what Twilio calls; what signatures are computed over).
+    public_url: str | None = None
+    twilio_auth_token: SecretStr | None = None  # checks X-Twilio-Signature on the voice webhook
+    twilio_insecure: bool = False  # no token: accept unsigned webhooks anyway (local testing only)
+    twilio_numbers: dict[str, str] = Field(default_factory=dict)  # number called (E.164) -> persona id
+    twilio_user: str = Field(default="phone", min_length=1, max_length=128)  # whose History phone calls are in
+
+    @field_validator("upstream_url", "upstream_public_url", "self_url", "openai_base_url", "public_url")
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
         if value is None:
