@@ -89,11 +89,12 @@ class TwilioPeer:
         self.played_at_clear: list[float] = []
         self.audio_in_ms = 0.0  # agent audio received
         self.first_audio: list[float] = []  # monotonic time of the first frame of each burst of agent audio
-        self.speech_end: float | None = None  # when the last utterance's speech ended (set by say)
+        self.utterance_started: float | None = None  # when the first frame of the latest utterance went out
         self._queue: deque[tuple[str, Any]] = deque()  # ("audio", bytes) | ("mark", name)
         self._outgoing: deque[bytes] = deque()
         self._tasks: list[asyncio.Task[Any]] = []
         self._changed = asyncio.Event()
+        self._speaking = False
         self.closed: Any = None  # the close frame, once the server closed
 
     @classmethod
@@ -153,9 +154,11 @@ class TwilioPeer:
         n = 0
         chunk = 0
         while True:
-            frame = self._outgoing.popleft() if self._outgoing else SILENCE
-            if frame is not SILENCE and not self._outgoing:
-                self.speech_end = begin + (n + 1) * 0.02  # the last frame of this utterance
+            speaking = bool(self._outgoing)
+            frame = self._outgoing.popleft() if speaking else SILENCE
+            if speaking and not self._speaking:
+                self.utterance_started = max(time.monotonic(), begin + n * 0.02)
+            self._speaking = speaking
             n += 1
             chunk += 1
             await self.send({"event": "media", "sequenceNumber": self._next(), "streamSid": self.sid, "media": {
