@@ -202,9 +202,13 @@ async def test_the_media_socket_takes_only_streams_a_signed_webhook_started(serv
             metrics = (await client.get("/metrics")).text
             for reason in ("invalid_json", "before_start", "out_of_order", "unknown_stream", "oversized"):
                 assert f'parley_phone_frames_dropped_total{{reason="{reason}"}}' in metrics, reason
-            await peer.stop()
+            # the API's hangup ends a phone call like any other
+            call = await _phone_call(client)
+            r = await client.post(f"/api/calls/{call['id']}/hangup")
+            assert r.status_code == 200 and r.json()["status"] == "ended", r.text
             await peer.wait_for(lambda: peer.closed is not None, timeout=15)
             await peer.close()
+            assert (await _detail(client, call["id"]))["end_reason"] == "hangup"
         # the token was good once
         close = await _refused(media, hook.parameters)
         assert close is not None and close.code == 1008

@@ -121,12 +121,12 @@ class TwilioCall:
                      asyncio.create_task(self._deadline(), name=f"deadline-{self.id}"),
                      asyncio.create_task(self._stop.wait())]
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if not task.cancelled() and task.exception() is not None:
-                    log.error("phone call %s failed", self.id, exc_info=task.exception())
-                    reason = "server_error"
-                elif isinstance(task.result(), str):
-                    reason = task.result()
+            ended = [t.result() for t in done if not t.cancelled() and t.exception() is None
+                     and isinstance(t.result(), str)]
+            failed = [t.exception() for t in done if not t.cancelled() and t.exception() is not None]
+            for error in failed:
+                log.error("phone call %s failed", self.id, exc_info=error)
+            reason = ended[0] if ended else ("server_error" if failed else reason)
         except ConnectionClosed:
             reason = "upstream_closed"
         except asyncio.CancelledError:
@@ -239,9 +239,12 @@ class TwilioCall:
         if not digits:
             return
         self.state.metrics.inc("parley_phone_dtmf_total")
-        await self.conn.send({"type": "conversation.item.create", "item": {
-            "type": "message", "role": "user", "content": [{"type": "input_text", "text": f"{KEYPAD_LABEL} {digits}"}]}})
-        await self._respond()
+        try:
+            await self.conn.send({"type": "conversation.item.create", "item": {
+                "type": "message", "role": "user", "content": [{"type": "input_text", "text": f"{KEYPAD_LABEL} {digits}"}]}})
+            await self._respond()
+        except ConnectionClosed:
+            log.info("phone call %s: keypad entry lost, the upstream closed", self.id)
 
     async def _respond(self) -> None:
         if self.agent is not None:
@@ -264,7 +267,10 @@ class TwilioCall:
             except ValueError:
                 event = raw  # the recorder counts it as an invalid event
             if isinstance(event, dict):
-                await self._act(event)
+                try:
+                    await self._act(event)
+                except (WebSocketDisconnect, RuntimeError, OSError):
+                    return "caller_hangup"  # Twilio's side went away while we were sending to it
             try:
                 await self.state.calls._apply(self.recorder, self.agent, event)
             except (asyncio.CancelledError, ConnectionClosed):
