@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from parley.server.db import schema_head
 from support.rtc import of_type
 from support.server import call_json, eventually, http, make_settings, running_server, say_text, server_call
 
@@ -76,7 +77,7 @@ async def test_call_recorded_in_postgresql(tmp_path: Path, database: str) -> Non
 
     conn = await asyncpg.connect(database)
     try:
-        assert await conn.fetchval("select version_num from alembic_version") == "0002"
+        assert await conn.fetchval("select version_num from alembic_version") == schema_head()
         row = await conn.fetchrow("select status, end_reason, cost_usd, outcome from calls where id = $1", call_id)
         assert (row["status"], row["end_reason"]) == ("ended", "hangup") and row["cost_usd"] > 0
         items = await conn.fetch("select role, kind, persona from transcript_items where call_id = $1 order by seq",

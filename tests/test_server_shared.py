@@ -26,7 +26,7 @@ import pytest
 from pydantic import ValidationError
 
 from parley.server.costs import RedisDayCosts
-from parley.server.db import Store
+from parley.server.db import Store, schema_head
 from parley.server.settings import ServerSettings, normalize_database_url
 from parley.server.shared import RedisLimiter, RedisSlots, SharedHub, SharedStateError, check_redis
 from parley.util.serving import free_port
@@ -81,7 +81,9 @@ async def test_call_slots_are_leases_that_lapse_when_their_holder_dies(redis_url
         for i, ok in enumerate(results):
             if ok:  # released at the other process than the one that took it
                 await (theirs if i % 2 else mine).release(f"call_{i}")
+        assert await mine.count("alice") == 0
         assert await theirs.try_take("alice", "theirs", 2) and await mine.try_take("alice", "mine", 2)
+        assert await mine.count("alice") == await theirs.count("alice") == 2 and await mine.count("bob") == 0
         await asyncio.sleep(1.5)  # past the lease: the heartbeats renewed both
         assert await theirs.holds("mine") and await mine.holds("theirs")
         assert not await theirs.try_take("alice", "call_x", 2)
@@ -93,6 +95,7 @@ async def test_call_slots_are_leases_that_lapse_when_their_holder_dies(redis_url
             assert time.monotonic() - started < 5, "the dead holder's slot did not lapse"
             await asyncio.sleep(0.05)
         assert not await theirs.holds("mine") and await theirs.holds("theirs")
+        assert await theirs.count("alice") == 2  # "theirs" and "call_z"
     finally:
         await holder.close()
         await other.close()
@@ -320,7 +323,7 @@ async def test_three_processes_share_limits_cookies_calls_and_recordings(cluster
 
     conn = await asyncpg.connect(database)
     try:
-        assert await conn.fetchval("select version_num from alembic_version") == "0002"
+        assert await conn.fetchval("select version_num from alembic_version") == schema_head()
         owners = await conn.fetch("select owner from calls where id = $1", minted["call_id"])
         assert owners[0]["owner"]  # the row names the process that holds it
     finally:

@@ -17,6 +17,8 @@ Endpoints (all JSON unless said otherwise; errors are OpenAI's `{"error": {"mess
     GET  /api/personas                 the personas and their scenario cards
     GET  /api/me, POST /api/login, POST /api/logout
     GET  /healthz, GET /metrics (Prometheus)
+    POST /telephony/twilio/voice       Twilio's voice webhook (form in, TwiML out; docs/telephony.md)
+    WS   /telephony/twilio/media       the call's Twilio media stream, bridged to the upstream
     /v1/...                            the in-process engine (upstream "local")
     /                                  the web app (parley/web)
 """
@@ -44,6 +46,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from parley.http.body import BodyLimit
 from parley.http.errors import error_response, install_error_handlers
 from parley.protocol.pricing import DEFAULT_TABLE, PriceTable
+from parley.telephony.tokens import StreamTokens
 
 from .auth import Authenticator, BearerAuth, CookieAuth, NoAuth, Signer, TokenTable
 from .calls import CallManager
@@ -55,7 +58,7 @@ from .limits import CallSlots, RateLimiter, RequestLimiter, Slots
 from .metrics import Metrics
 from .routes import auth as auth_routes
 from .routes import calls as calls_routes
-from .routes import copilot, ops, recordings, session
+from .routes import copilot, ops, recordings, session, telephony
 from .settings import ServerSettings
 from .state import ServerState
 from .storage import DirectoryRecordings
@@ -233,6 +236,7 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None,
     app = FastAPI(title="Parley server", version="0.1.0", lifespan=lifespan,
                   description="Ephemeral keys, server-held calls with sideband recording, limits and storage.")
     app.state.server = state
+    app.state.twilio_tokens = StreamTokens()
     # A call's recording is the one large body the server takes.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes,
                        limit_for=lambda path: settings.max_audio_bytes if recordings.AUDIO_UPLOAD.match(path) else None)
@@ -247,7 +251,7 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None,
     install_error_handlers(app, redact=lambda text: scrub(text, upstream.secret))
     app.add_exception_handler(SQLAlchemyError, _storage_error)
     for router in (ops.router, auth_routes.router, session.router, calls_routes.router, recordings.router,
-                   copilot.router, ops.api_not_found):
+                   copilot.router, telephony.router, ops.api_not_found):
         app.include_router(router)
     if engine_app is not None:
         app.mount("/v1", _AtRoot(engine_app), name="engine")
@@ -264,6 +268,21 @@ async def _storage_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 # -- running ----------------------------------------------------------------------------------------
+
+
+def telephony_banner(settings: ServerSettings) -> str:
+    """What `parley serve` says about phone calls: the webhook URL to give Twilio, and whether it is on."""
+    base = settings.public_url or settings.self_url or "http://127.0.0.1:8000"
+    url = f"{base}{telephony.VOICE_PATH}"
+    if settings.twilio_auth_token is not None:
+        state = "signatures checked with PARLEY_TWILIO_AUTH_TOKEN"
+        if not settings.public_url:
+            state += "; set PARLEY_PUBLIC_URL to the https:// URL Twilio calls"
+    elif settings.twilio_insecure:
+        state = "UNSIGNED webhooks accepted (PARLEY_TWILIO_INSECURE=1: local testing only)"
+    else:
+        state = "off until PARLEY_TWILIO_AUTH_TOKEN is set"
+    return f"Twilio voice webhook (HTTP POST): {url} — {state}"
 
 
 class _Redact(logging.Filter):
@@ -296,7 +315,8 @@ def run(host: str, port: int) -> None:
     level = settings.log_level.upper()
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(_Redact(settings.upstream_key))
+    twilio_token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
+    handler.addFilter(_Redact(settings.upstream_key, twilio_token))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
@@ -321,5 +341,6 @@ def run(host: str, port: int) -> None:
     log.info("Parley server on http://%s:%d — upstream: %s; database: %s; auth: %s; %s",
              host, port, upstream, db, settings.auth,
              "shared mode (Redis)" if settings.shared else "one process (state in memory)")
+    log.info("%s", telephony_banner(settings))
     run_app(app, host=host, port=port, log_config=None,
             log_level=settings.log_level.lower(), proxy_headers=settings.trust_forwarded_for, server_header=False)

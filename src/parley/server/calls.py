@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from parley.apps.negotiator.agent import EscalationError, NegotiatorAgent
 from parley.apps.scenarios import Persona
@@ -98,6 +98,16 @@ REPORTABLE = frozenset({
 })
 
 
+class BridgedCall(Protocol):
+    """A call whose audio the server itself carries (a phone call, `server.telephony`)."""
+
+    id: str
+    user_id: str
+    agent: NegotiatorAgent | None
+
+    async def end(self, reason: str) -> None: ...
+
+
 class CallManager:
     """The calls this process holds. In shared mode (`hub`, PARLEY_REDIS_URL) the slots are in Redis,
     browser-direct calls awaiting their first report too, and each call row names its owner process."""
@@ -112,6 +122,7 @@ class CallManager:
         self.owner: str | None = hub.process_id if hub is not None else None
         self.live: dict[str, LiveCall] = {}
         self.direct: dict[str, DirectCall] = {}
+        self.bridged: dict[str, BridgedCall] = {}  # registered by their bridge while they last
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self.day_costs: DayCosts = day_costs or StoredDayCosts(store)
@@ -120,7 +131,7 @@ class CallManager:
     def active_count(self) -> int:
         """Server-held calls in progress and browser-direct calls that have reported (a minted key alone is
         not a call yet)."""
-        return len(self.live) + sum(1 for d in self.direct.values() if d.recorder is not None)
+        return len(self.live) + len(self.bridged) + sum(1 for d in self.direct.values() if d.recorder is not None)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -145,7 +156,8 @@ class CallManager:
     async def shutdown(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
-        await asyncio.gather(*(self.end(c, "server_shutdown") for c in list(self.live)), return_exceptions=True)
+        await asyncio.gather(*(self.end(c, "server_shutdown") for c in list(self.live)),
+                             *(b.end("server_shutdown") for b in list(self.bridged.values())), return_exceptions=True)
         for call in list(self.direct.values()):
             if call.recorder is not None:
                 with contextlib.suppress(Exception):
@@ -385,7 +397,7 @@ class CallManager:
         return True
 
     async def escalate(self, call_id: str) -> Persona:
-        live = self.live.get(call_id)
+        live: LiveCall | BridgedCall | None = self.live.get(call_id) or self.bridged.get(call_id)
         if live is None:
             direct = self.direct.get(call_id)
             if direct is not None:
@@ -555,6 +567,9 @@ class CallManager:
         live = self.live.get(call_id)
         if live is not None and live.user_id == principal.user_id:
             await self.end(call_id, "hangup")
+        bridged = self.bridged.get(call_id)
+        if bridged is not None and bridged.user_id == principal.user_id:
+            await bridged.end("hangup")
         direct = self.direct.get(call_id)
         if direct is not None and direct.user_id == principal.user_id:
             await self._end_direct(direct, "hangup")

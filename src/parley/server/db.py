@@ -74,6 +74,8 @@ class Call(Base):
     events_received: Mapped[int] = mapped_column(Integer, default=0)
     # The process that holds the call (shared mode: its heartbeat in Redis says whether it lives).
     owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    channel: Mapped[str | None] = mapped_column(String(16), nullable=True)  # "phone"; None: the web app or Python
+    caller: Mapped[str | None] = mapped_column(String(64), nullable=True)  # a phone call's number (masked in the API)
 
     __table_args__ = (Index("ix_calls_user_created", "user_id", "created_at"),
                       Index("ix_calls_status_owner", "status", "owner"))
@@ -131,6 +133,15 @@ def _upgrade(connection: Connection) -> None:
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = connection
     command.upgrade(cfg, "head")
+
+
+def schema_head() -> str:
+    """The newest migration's revision: what `migrate` brings a database to."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    assert head is not None
+    return head
 
 
 # pg_advisory_xact_lock's key for migrations (any constant; "parley" in ASCII).
@@ -214,11 +225,13 @@ class Store:
     # calls ------------------------------------------------------------------------------------
 
     async def create_call(self, *, id: str, user_id: str, kind: str, persona: str, persona_name: str,
-                          model: str, upstream_call_id: str | None = None, owner: str | None = None) -> None:
+                          model: str, upstream_call_id: str | None = None, owner: str | None = None,
+                          channel: str | None = None, caller: str | None = None) -> None:
         now = utcnow()
         async with self.sessions.begin() as s:
             s.add(Call(id=id, user_id=user_id, kind=kind, persona=persona, model=model, owner=owner,
                        upstream_call_id=upstream_call_id, status="active", created_at=now,
+                       channel=channel, caller=caller[:64] if caller else None,
                        personas=[{"id": persona, "name": persona_name, "at": now.isoformat()}],
                        input_tokens=0, output_tokens=0, cost_usd=0.0, events_received=0))
 

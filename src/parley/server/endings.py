@@ -3,7 +3,8 @@
 The machine codes stay in the API's JSON (`end_reason`, `outcome`); these sentences go next to them
 for pages and Markdown. Every reason the server records has its sentence here: `hangup`, the caps
 (`max_duration`, `max_cost`, `daily_cost_cap`), `idle`, `server_shutdown`, `server_restart`, the
-sideband's (`sideband_failed`, `sideband_lost`, `sideband_error`) and `upstream_closed[:<why>]`,
+sideband's (`sideband_failed`, `sideband_lost`, `sideband_error`), a phone call's (`caller_hangup`,
+`bad_input`, `server_error`) and `upstream_closed[:<why>]`,
 where `<why>` is the upstream's close reason (the local engine's are listed in `_UPSTREAM`).
 """
 
@@ -41,6 +42,10 @@ _FIXED = {
     "sideband_lost": "Connection lost",
     "sideband_error": "Ended by a server error",
     "upstream_closed": "The agent's side ended the call",
+    # phone calls (server.phone)
+    "caller_hangup": "The caller hung up",
+    "bad_input": "Ended: the phone line sent too many malformed frames",
+    "server_error": "Ended by a server error",
 }
 
 

@@ -25,6 +25,8 @@ class Slots(Protocol):
 
     async def try_take(self, key: str, call_id: str, limit: int, ttl: float | None = None) -> bool: ...
 
+    async def count(self, key: str) -> int: ...
+
     async def refresh(self, call_id: str, ttl: float) -> None: ...
 
     async def holds(self, call_id: str) -> bool: ...
@@ -89,7 +91,7 @@ class CallSlots:
             del self._by_key[key]
         return slots
 
-    def count(self, key: str) -> int:
+    async def count(self, key: str) -> int:
         return len(self._slots(key, time.monotonic()))
 
     async def try_take(self, key: str, call_id: str, limit: int, ttl: float | None = None) -> bool:

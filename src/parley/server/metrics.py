@@ -27,11 +27,18 @@ _DEFS: dict[str, tuple[str, str]] = {
     "parley_upstream_seconds": ("histogram", "Upstream operation latency, by operation."),
     "parley_request_seconds": ("histogram", "Time spent in the server for API requests, by route."),
     "parley_added_seconds": ("histogram", "The server's own time for API requests (upstream time excluded), by route."),
+    "parley_phone_webhooks_total": ("counter", "Twilio voice webhooks answered with a media stream."),
+    "parley_phone_webhooks_refused_total": ("counter", "Twilio voice webhooks refused, by reason."),
+    "parley_phone_streams_refused_total": ("counter", "Twilio media streams refused, by reason."),
+    "parley_phone_frames_dropped_total": ("counter", "Twilio media stream frames dropped as bad input, by reason."),
+    "parley_phone_barge_ins_total": ("counter", "Times a caller spoke over the agent on a phone call."),
+    "parley_phone_dtmf_total": ("counter", "Keypad entries passed to the agent on phone calls."),
 }
 
 
 _UNLABELED = ("parley_sessions_total", "parley_cost_usd_total", "parley_invalid_events_total",
-              "parley_recorder_errors_total")
+              "parley_recorder_errors_total", "parley_phone_webhooks_total", "parley_phone_barge_ins_total",
+              "parley_phone_dtmf_total")
 
 
 def _labels(labels: dict[str, str]) -> Labels:

@@ -93,6 +93,14 @@ class ServerSettings(BaseSettings):
 
     log_level: str = "info"
 
+    # -- telephony (docs/telephony.md) -----------------------------------------------------------
+    # The server's public https:// base URL (what Twilio calls; what signatures are computed over).
+    public_url: str | None = None
+    twilio_auth_token: SecretStr | None = None  # checks X-Twilio-Signature on the voice webhook
+    twilio_insecure: bool = False  # no token: accept unsigned webhooks anyway (local testing only)
+    twilio_numbers: dict[str, str] = Field(default_factory=dict)  # number called (E.164) -> persona id
+    twilio_user: str = Field(default="phone", min_length=1, max_length=128)  # whose History phone calls are in
+
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
@@ -101,7 +109,7 @@ class ServerSettings(BaseSettings):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
 
-    @field_validator("upstream_url", "upstream_public_url", "self_url", "openai_base_url")
+    @field_validator("upstream_url", "upstream_public_url", "self_url", "openai_base_url", "public_url")
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
         if value is None:

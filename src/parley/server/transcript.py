@@ -6,6 +6,7 @@ from typing import Any
 
 from parley.apps.copilot import THEM_LABEL
 from parley.apps.scenarios import UnknownPersonaError, get_persona
+from parley.telephony.numbers import mask_number
 
 from .copilot import PERSONAS as COPILOT_PERSONAS
 from .db import Call, TranscriptItem, UsageRecord, as_utc, utcnow
@@ -38,6 +39,8 @@ def call_summary(call: Call, caps: Caps) -> dict[str, Any]:
     return {
         "id": call.id,
         "kind": call.kind,
+        "channel": call.channel or "web",
+        "caller": mask_number(call.caller),
         "status": call.status,
         "end_reason": call.end_reason,
         "end_reason_text": end_text(call.status, call.end_reason, caps),
@@ -107,7 +110,7 @@ def markdown(call: Call, items: list[TranscriptItem], caps: Caps) -> str:
     names = " → ".join(p.get("name", p.get("id", "?")) for p in s["personas"]) or _persona_name(call.persona)
     out = [f"# Call {call.id}", "",
            f"- Agent: {names}",
-           f"- Started: {s['created_at']}",
+           f"- Started: {s['created_at']}" + (f", by phone from {s['caller']}" if s["channel"] == "phone" else ""),
            f"- Duration: {s['duration_seconds']:.0f} s" if s["duration_seconds"] is not None else "- Duration: ?",
            f"- Status: {s['end_reason_text']}" + (f" (`{call.end_reason}`)" if call.end_reason else ""),
            f"- Usage: {call.input_tokens} input / {call.output_tokens} output tokens, cost {_money(call.cost_usd)}"]

@@ -230,24 +230,33 @@ class Upstream:
 
     async def sideband(self, call_id: str, *, self_url: str | None) -> AsyncRealtimeConnection:
         """Open the sideband WebSocket (`/realtime?call_id=`) of a call."""
+        return await self._connect("sideband", self_url, call_id=call_id)
+
+    async def realtime(self, *, self_url: str | None) -> AsyncRealtimeConnection:
+        """Open a realtime session over WebSocket (`/realtime?model=`): the server carries its audio
+        (a phone call it bridges); the caller sends `session.update` first."""
+        return await self._connect("realtime", self_url, model=self.settings.model)
+
+    async def _connect(self, operation: str, self_url: str | None, **query: str) -> AsyncRealtimeConnection:
         client = self.client
         if self.kind == "local":
             if not self_url:
-                raise UpstreamError(502, "The server does not know its own address for the sideband "
-                                         "(set PARLEY_SELF_URL).", "upstream_error")
+                raise UpstreamError(502, f"The server does not know its own address for the {operation} "
+                                         "WebSocket (set PARLEY_SELF_URL).", "upstream_error")
             ws = self_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
             client = client.with_options(websocket_base_url=f"{ws}/v1")
         options = cast(Any, {"max_size": MAX_EVENT_BYTES, "compression": None, "logger": _ws_logger,
                              "open_timeout": self.timeout, "close_timeout": 2})
-        with self._timed("sideband"):
+        with self._timed(operation):
             try:
                 async with asyncio.timeout(self.timeout + 5):
-                    return await client.realtime.connect(call_id=call_id, websocket_connection_options=options).enter()
+                    return await client.realtime.connect(websocket_connection_options=options,
+                                                         **cast(Any, query)).enter()
             except Exception as exc:
                 if _status_of(exc) == 404:
-                    self.metrics.inc("parley_upstream_errors_total", operation="sideband", status="404")
+                    self.metrics.inc("parley_upstream_errors_total", operation=operation, status="404")
                     raise UpstreamError(502, "The upstream has no such call for the sideband.", "upstream_error") from None
-                raise self._error("sideband", exc) from None
+                raise self._error(operation, exc) from None
 
     def calls_url(self, request_base: str) -> str:
         """Where a browser posts its SDP offer with an ephemeral key."""

@@ -38,7 +38,7 @@ async function loadCalls() {
   body.innerHTML = calls.map((c) => `
     <tr data-call="${escape(c.id)}" tabindex="0" aria-label="Call of ${escape(new Date(c.created_at).toLocaleString())}">
       <td>${escape(new Date(c.created_at).toLocaleString())}</td>
-      <td>${names(c)}</td>
+      <td>${names(c)}${c.channel === "phone" ? ` <span class="badge" title="a phone call">phone ${escape(c.caller || "")}</span>` : ""}</td>
       <td class="wide num">${duration(c.duration_seconds)}</td>
       <td>${outcomeText(c)}</td>
       <td class="wide num">$${(c.cost_usd || 0).toFixed(4)}</td>
@@ -63,6 +63,7 @@ async function showCall(id) {
   $("detail-meta").innerHTML = [
     `<span class="badge">${escape(new Date(call.created_at).toLocaleString())}</span>`,
     `<span class="badge">${names(call)}</span>`,
+    call.channel === "phone" ? `<span class="badge" title="a phone call">phone${call.caller ? ` · ${escape(call.caller)}` : ""}</span>` : "",
     `<span class="badge">${duration(call.duration_seconds)}</span>`,
     `<span class="badge">cost $${(call.cost_usd || 0).toFixed(4)}</span>`,
     `<span class="badge" title="${escape(call.end_reason || call.status)}">${escape(call.end_reason_text || call.status)}</span>`,

@@ -64,6 +64,14 @@ return 1
 """
 
 
+# KEYS: a key's slot set. The slots it holds that have not lapsed.
+COUNT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
+"""
+
+
 class RedisLimiter:
     """`burst` requests per key in any window of burst / rate, through `limits`' Redis storage."""
 
@@ -88,6 +96,7 @@ class RedisSlots:
         self.hub = hub
         self._take = hub.redis.register_script(TAKE)
         self._slot = hub.redis.register_script(SLOT)
+        self._count = hub.redis.register_script(COUNT)
         self._held: set[str] = set()  # the held slots this process renews
         hub.on_renew(self._renew)
 
@@ -113,6 +122,9 @@ class RedisSlots:
         if taken and ttl is None:
             self._held.add(call_id)
         return taken
+
+    async def count(self, key: str) -> int:
+        return int(await self._count(keys=[self._set(key)]))
 
     async def refresh(self, call_id: str, ttl: float) -> None:
         if call_id not in self._held:
