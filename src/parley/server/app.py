@@ -11,11 +11,13 @@ Endpoints (all JSON unless said otherwise; errors are OpenAI's `{"error": {"mess
     GET  /api/calls/{id}/transcript    Markdown or JSON (?format=md|json, or Accept)
     POST /api/calls/{id}/escalate      hand a server-held call to the supervisor persona
     POST /api/calls/{id}/hangup        end a call
+    POST /api/calls/{id}/transfer      a phone call to PARLEY_TRANSFER_TO (SIP REFER)
     POST /api/calls/{id}/events        a browser-direct call reports its events
     POST, GET /api/calls/{id}/audio    the call's recording
     GET  /api/copilot, POST /api/copilot/answer   the copilot's considered answers
     GET  /api/personas                 the personas and their scenario cards
     GET  /api/me, POST /api/login, POST /api/logout
+    POST /webhooks/openai              OpenAI's webhooks: realtime.call.incoming (a SIP phone call)
     GET  /healthz, GET /metrics (Prometheus)
     /v1/...                            the in-process engine (upstream "local")
     /                                  the web app (parley/web)
@@ -52,9 +54,10 @@ from .db import Store
 from .errors import scrub
 from .limits import RateLimiter
 from .metrics import Metrics
+from .replays import MemoryReplays
 from .routes import auth as auth_routes
 from .routes import calls as calls_routes
-from .routes import copilot, ops, recordings, session
+from .routes import copilot, ops, recordings, session, webhooks
 from .settings import ServerSettings
 from .state import ServerState
 from .upstream import Upstream, upstream_time
@@ -180,6 +183,7 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None,
         internal_key = "sk-parley-internal-" + secrets.token_urlsafe(24)
         engine.settings.api_keys = [*engine.settings.api_keys, internal_key]
         engine_app = create_engine_app(engine)
+        _wire_sip(engine, settings)
 
     upstream = Upstream(settings, metrics, engine_app=engine_app, internal_key=internal_key, engine=engine)
     store = Store(settings.database)
@@ -189,7 +193,8 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None,
         auth=authenticator or _authenticator(settings, Signer(_session_secret(settings))),
         limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
         events_limiter=RateLimiter(settings.rate_limit_per_minute * 30, settings.rate_limit_burst * 24),
-        login_limiter=RateLimiter(10, 5), copilot=answerer_for(settings), engine=engine)
+        login_limiter=RateLimiter(10, 5), copilot=answerer_for(settings), engine=engine,
+        replays=MemoryReplays(settings.webhook_replay_seconds))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -222,7 +227,7 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None,
     install_error_handlers(app, redact=lambda text: scrub(text, upstream.secret))
     app.add_exception_handler(SQLAlchemyError, _storage_error)
     for router in (ops.router, auth_routes.router, session.router, calls_routes.router, recordings.router,
-                   copilot.router, ops.api_not_found):
+                   copilot.router, webhooks.router, ops.api_not_found):
         app.include_router(router)
     if engine_app is not None:
         app.mount("/v1", _AtRoot(engine_app), name="engine")
@@ -230,6 +235,18 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None,
     if web is not None:
         app.mount("/", StaticFiles(directory=web, html=True, check_dir=False), name="web")
     return app
+
+
+def _wire_sip(engine: Any, settings: ServerSettings) -> None:
+    """The in-process engine taking SIP calls (PARLEY_ENGINE_SIP_ADDR) announces them to this server's
+    own webhook, signed with its secret, unless told otherwise: one setting makes a phone line."""
+    sip = engine.settings
+    if not sip.sip_addr:
+        return
+    if not sip.sip_webhook_url and settings.self_url:
+        sip.sip_webhook_url = f"{settings.self_url}/webhooks/openai"
+    if sip.sip_webhook_secret is None and settings.openai_webhook_secret is not None:
+        sip.sip_webhook_secret = settings.openai_webhook_secret
 
 
 async def _storage_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -286,5 +303,11 @@ def run(host: str, port: int) -> None:
                 "url": f"{settings.upstream_url}"}[settings.upstream_kind]
     log.info("Parley server on http://%s:%d — upstream: %s; database: %s; auth: %s",
              host, port, upstream, db, settings.auth)
+    public = settings.upstream_public_url.removesuffix("/v1") if settings.upstream_public_url else settings.self_url
+    log.info("OpenAI webhook URL (realtime.call.incoming, for SIP calls): %s/webhooks/openai%s", public,
+             "" if settings.openai_webhook_secret else " — set PARLEY_OPENAI_WEBHOOK_SECRET to take them")
+    engine_settings = getattr(getattr(app.state.server, "engine", None), "settings", None)
+    if engine_settings is not None and engine_settings.sip_addr:
+        log.info("The local engine takes SIP calls on udp %s", engine_settings.sip_addr)
     run_app(app, host=host, port=port, log_config=None,
             log_level=settings.log_level.lower(), proxy_headers=settings.trust_forwarded_for, server_header=False)
