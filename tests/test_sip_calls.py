@@ -123,7 +123,9 @@ async def phone_call(client: httpx.AsyncClient, upstream_id: str | None = None) 
 
 async def test_phone_call_end_to_end(line: Line, phone: SipPhone) -> None:
     start = time.monotonic()
+    hooks = len(line.hooks)
     await phone.call(line.sip)
+    await wait_until(lambda: _true(len(line.hooks) > hooks))  # the relay notes it once the server answered
     body, _headers, status = line.hooks[-1]
     assert status == 200 and b'"realtime.call.incoming"' in body and NUMBER.encode() in body
     async with api(line) as client:

@@ -19,22 +19,15 @@ from typing import Any
 
 import numpy as np
 from aiortp import DtmfEvent, RtpPacket
-from aiosipua import IncomingCall, OutgoingCall, SipRequest, SipUAC, SipUAS, UdpSipTransport, build_sdp
+from aiosipua import IncomingCall, OutgoingCall, SipRequest, SipUAC, SipUAS, build_sdp
 
 from parley.audio.g711 import ulaw_decode, ulaw_encode
 from parley.audio.pcm import SAMPLE_RATE, FloatArray
 from parley.audio.resample import resample
+from parley.engine.sip.listener import UdpTransport
 
 FRAME_8K = 160
 DTMF_PT = 101
-
-
-class _Transport(UdpSipTransport):
-    async def start(self) -> None:
-        await super().start()
-        assert self._udp_transport is not None
-        name = self._udp_transport.get_extra_info("sockname")
-        self.local_addr = (str(name[0]), int(name[1]))
 
 
 class _Rtp(asyncio.DatagramProtocol):
@@ -54,7 +47,7 @@ class Heard:
 class SipPhone:
     def __init__(self, number: str = "+15550123") -> None:
         self.number = number
-        self.transport = _Transport(local_addr=("127.0.0.1", 0))
+        self.transport = UdpTransport(local_addr=("127.0.0.1", 0))
         self.uac = SipUAC(self.transport)
         self.uas = SipUAS(self.transport, uac=self.uac, user_agent="parley-test-phone")
         self.uas.on_refer = self._on_refer
@@ -109,8 +102,10 @@ class SipPhone:
         assert self.call_ is not None
         self.call_.hangup(self.uac)
 
-    def _on_refer(self, _call: IncomingCall, refer_to: str) -> None:
-        self.refers.append(refer_to)
+    def _on_refer(self, call: IncomingCall, refer_to: str) -> None:
+        # The header as sent: aiosipua re-serializes the URI as a sip: one, which mangles tel: URIs.
+        raw = call.invite.get_header("refer-to") or refer_to
+        self.refers.append(raw.strip().removeprefix("<").split(">")[0])
         self.referred.set()
 
     def _on_bye(self, _call: IncomingCall, _request: SipRequest) -> None:

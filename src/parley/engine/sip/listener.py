@@ -27,6 +27,7 @@ from aiosipua import (
     UdpSipTransport,
 )
 from aiosipua.message import missing_required_headers
+from aiosipua.transport import _UdpProtocol
 
 from parley.protocol import ids
 from parley.protocol.session import SessionConfig
@@ -57,17 +58,30 @@ class CallStateError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-class _Transport(UdpSipTransport):
-    """aiosipua's UDP transport, counting (and logging) what cannot be a SIP message before it
-    hands the rest on, and knowing the port it actually bound."""
+class UdpProtocol(_UdpProtocol):
+    """aiosipua's, without its check that the transport is an `asyncio.DatagramTransport`: on
+    Python 3.11 the event loop's UDP transport is not one (it still works), and the failed assert
+    was logged as an error on every start."""
 
-    dropped: Counter[str]  # set by the listener (a subclass of a dataclass: no field of its own)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._owner._udp_transport = transport  # type: ignore[assignment]
+
+
+class UdpTransport(UdpSipTransport):
+    """aiosipua's UDP transport, knowing the port it actually bound (for Via and Contact)."""
 
     async def start(self) -> None:
-        await super().start()
-        assert self._udp_transport is not None
-        name = self._udp_transport.get_extra_info("sockname")
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: UdpProtocol(self), local_addr=self.local_addr)
+        self._udp_transport = transport
+        name = transport.get_extra_info("sockname")
         self.local_addr = (str(name[0]), int(name[1]))
+
+
+class _Transport(UdpTransport):
+    """Counting (and logging) what cannot be a SIP message before it hands the rest on."""
+
+    dropped: Counter[str]  # set by the listener (a subclass of a dataclass: no field of its own)
 
     def _dispatch(self, data: bytes, addr: tuple[str, int]) -> None:
         problem: str | None = None
