@@ -303,8 +303,7 @@ def run(host: str, port: int) -> None:
                 "url": f"{settings.upstream_url}"}[settings.upstream_kind]
     log.info("Parley server on http://%s:%d — upstream: %s; database: %s; auth: %s",
              host, port, upstream, db, settings.auth)
-    public = settings.upstream_public_url.removesuffix("/v1") if settings.upstream_public_url else settings.self_url
-    log.info("OpenAI webhook URL (realtime.call.incoming, for SIP calls): %s/webhooks/openai%s", public,
+    log.info("OpenAI webhook URL (realtime.call.incoming, for SIP calls): %s/webhooks/openai%s", settings.self_url,
              "" if settings.openai_webhook_secret else " — set PARLEY_OPENAI_WEBHOOK_SECRET to take them")
     engine_settings = getattr(getattr(app.state.server, "engine", None), "settings", None)
     if engine_settings is not None and engine_settings.sip_addr:
