@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import os
 import time
@@ -16,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -178,9 +180,32 @@ async def test_server_hangup_sends_bye(line: Line, phone: SipPhone) -> None:
     await phone.call(line.sip)
     async with api(line) as client:
         call = await phone_call(client)
+        # Escalation works on a phone call as on a browser call (the sideband's session.update).
+        r = await client.post(f"/api/calls/{call['id']}/escalate")
+        assert r.status_code == 200 and "marco" in r.json()["persona"]["id"], r.text
         r = await client.post(f"/api/calls/{call['id']}/hangup")
         assert r.status_code == 200 and r.json()["status"] == "ended"
     await asyncio.wait_for(phone.bye_received.wait(), 10)
+    await wait_until(lambda: _true(not line.engine.calls))
+
+
+async def test_keypad_digit_reaches_the_sideband(line: Line, phone: SipPhone) -> None:
+    await phone.call(line.sip)
+    upstream_id = next(iter(line.engine.calls))
+    key = line.engine.settings.api_keys[-1]  # the server's own key for its in-process engine
+    ws_url = line.url.replace("http://", "ws://") + f"/v1/realtime?call_id={upstream_id}"
+    async with websockets.connect(ws_url, additional_headers={"Authorization": f"Bearer {key}"}) as ws:
+        assert json.loads(await ws.recv())["type"] == "session.created"
+        phone.send_digit("7")
+
+        async def digit() -> dict[str, Any]:
+            while True:
+                event = json.loads(await ws.recv())
+                if event["type"] == "input_audio_buffer.dtmf_event_received":
+                    return dict(event)
+        event = await asyncio.wait_for(digit(), 15)
+        assert event["event"] == "7"
+    await phone.hang_up()
     await wait_until(lambda: _true(not line.engine.calls))
 
 
