@@ -28,7 +28,14 @@ from pydantic import ValidationError
 from parley.server.costs import RedisDayCosts
 from parley.server.db import Store, schema_head
 from parley.server.settings import ServerSettings, normalize_database_url
-from parley.server.shared import RedisLimiter, RedisSlots, SharedHub, SharedStateError, check_redis
+from parley.server.shared import (
+    RedisLimiter,
+    RedisReplays,
+    RedisSlots,
+    SharedHub,
+    SharedStateError,
+    check_redis,
+)
 from parley.util.serving import free_port
 from support.services import postgres_database, redis_server
 
@@ -99,6 +106,23 @@ async def test_call_slots_are_leases_that_lapse_when_their_holder_dies(redis_url
     finally:
         await holder.close()
         await other.close()
+
+
+async def test_a_webhook_id_is_acted_on_once_across_processes(redis_url: str) -> None:
+    a, b = SharedHub(redis_url, prefix="replays-test"), SharedHub(redis_url, prefix="replays-test")
+    try:
+        first, second = RedisReplays(a, ttl=0.5), RedisReplays(b, ttl=0.5)
+        # the same delivery reaching both processes at once: exactly one acts on it
+        results = await asyncio.gather(*(guard.first_time("wh_1") for guard in (first, second) * 5))
+        assert sorted(results) == [False] * 9 + [True]
+        assert await second.first_time("wh_2") and not await first.first_time("wh_2")
+        deadline = time.monotonic() + 5
+        while not await first.first_time("wh_1"):  # remembered for the window only
+            assert time.monotonic() < deadline, "the webhook id was never forgotten"
+            await asyncio.sleep(0.05)
+    finally:
+        await a.close()
+        await b.close()
 
 
 async def test_daily_costs_are_shared_and_filled_from_the_database(redis_url: str, database: str) -> None:

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from parley.engine.engine import ClientSecret, Engine
-from parley.engine.routes import calls, client_secrets, health, realtime_ws
+from parley.engine.routes import calls, client_secrets, health, realtime_ws, sip_calls
 from parley.engine.settings import EngineSettings
 from parley.engine.speech.local import LocalSpeech
 from parley.http.body import BodyLimit
@@ -44,11 +44,23 @@ def create_app(engine: Engine | None = None) -> FastAPI:
             # the collector's full passes, which otherwise stall every call's audio for ~50 ms.
             gc.collect()
             gc.freeze()
+        if engine.settings.sip_addr:
+            from parley.engine.settings import sip_host_port
+            from parley.engine.sip.listener import SipListener
+
+            secret = engine.settings.sip_webhook_secret
+            engine.sip = SipListener(engine, *sip_host_port(engine.settings.sip_addr),
+                                     webhook_url=engine.settings.sip_webhook_url,
+                                     webhook_secret=secret.get_secret_value() if secret else None)
+            await engine.sip.start()
         yield
         for call in list(engine.calls.values()):
             await call.close("engine_shutdown")
         for runner in list(engine.runners.values()):
             await runner.close("engine_shutdown")
+        if engine.sip is not None:
+            await engine.sip.stop()
+            engine.sip = None
 
     app = FastAPI(title="Parley local realtime engine", lifespan=lifespan,
                   description="OpenAI's Realtime API (client secrets, WebRTC calls, the /v1/realtime WebSocket) "
@@ -60,7 +72,7 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST"],
                        allow_headers=["Authorization", "Content-Type", "OpenAI-Beta"], expose_headers=["Location"])
     install_error_handlers(app)
-    for router in (client_secrets.router, calls.router, health.router, realtime_ws.router):
+    for router in (client_secrets.router, calls.router, sip_calls.router, health.router, realtime_ws.router):
         app.include_router(router)
     return app
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from parley.audio.pcm import SAMPLE_RATE
 from parley.engine.responders.base import Responder
@@ -13,6 +13,7 @@ from parley.engine.responders.generic import GenericResponder
 from parley.engine.runtime import SessionRunner, Speech
 from parley.engine.session import Session
 from parley.engine.settings import EngineSettings
+from parley.engine.sip.call import SipCall
 from parley.engine.speech import vad
 from parley.engine.speech.local import LocalSpeech
 from parley.engine.webrtc import Call
@@ -20,6 +21,12 @@ from parley.http.errors import ApiError
 from parley.ice import pin_host_addresses
 from parley.protocol import ids
 from parley.protocol.session import SessionConfig
+
+if TYPE_CHECKING:
+    from parley.engine.sip.listener import SipListener
+
+# A call with a sideband: WebRTC (`POST /v1/realtime/calls`) or SIP (accepted after its webhook).
+AnyCall = Call | SipCall
 
 
 @dataclass(frozen=True)
@@ -40,7 +47,8 @@ class Engine:
         self._secrets: dict[str, ClientSecret] = {}
         self._purged_at = 0.0
         self.runners: dict[str, SessionRunner] = {}
-        self.calls: dict[str, Call] = {}
+        self.calls: dict[str, AnyCall] = {}
+        self.sip: SipListener | None = None  # when settings.sip_addr is set, while the app runs
         self.late_frames = 0  # agent audio frames sent more than a frame late, over ended calls
         if self.settings.ice_hosts:
             pin_host_addresses(self.settings.ice_hosts)
@@ -112,7 +120,7 @@ class Engine:
     async def start_call(self, config: SessionConfig, offer_sdp: str) -> tuple[Call, str]:
         """A WebRTC call: returns it and the SDP answer."""
         await vad_ready()
-        call = Call(self.new_session(config, playback="server"), self.new_runner, on_end=self._call_ended,
+        call = Call(self.new_session(config, playback="server"), self.new_runner, on_end=self.call_ended,
                     ice_servers=self.settings.ice_servers)
         self.calls[call.id] = call
         try:
@@ -122,7 +130,7 @@ class Engine:
             raise
         return call, answer
 
-    def _call_ended(self, call: Call) -> None:
+    def call_ended(self, call: AnyCall) -> None:
         self.calls.pop(call.id, None)
         self.late_frames += call.track.late_frames
 

@@ -153,6 +153,16 @@ class SessionRunner:
         self.session.receive_audio(pcm)
         self.pump()
 
+    def announce(self, event: dict[str, Any]) -> None:
+        """A server event that comes from the transport, not the session (a SIP caller's keypad
+        digit): sent and listened to like the session's own."""
+        if self._closed.is_set():
+            return
+        for listener in list(self._listeners):
+            listener(event)
+        if not self._beta:
+            self._queue.put_nowait(event)
+
     # -- output -----------------------------------------------------------------------------
 
     def pump(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from parley.ice import IceServer
@@ -31,3 +31,27 @@ class EngineSettings(BaseSettings):
     # Request bodies larger than this get 413 (a session with long instructions fits many times).
     max_body_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
     warm_up: bool = True
+
+    # -- SIP (the engine plays OpenAI's SIP side, see docs/telephony.md) ----------------------
+    # "host:port" to take SIP calls on (UDP), e.g. 127.0.0.1:5060; unset: no SIP.
+    sip_addr: str | None = None
+    # Where each INVITE is announced with a signed `realtime.call.incoming` webhook, and the
+    # Standard Webhooks secret it is signed with ("whsec_" + base64, as OpenAI's).
+    sip_webhook_url: str | None = None
+    sip_webhook_secret: SecretStr | None = None
+
+    @field_validator("sip_addr")
+    @classmethod
+    def _check_sip_addr(cls, value: str | None) -> str | None:
+        if value:
+            sip_host_port(value)
+        return value or None
+
+
+def sip_host_port(addr: str) -> tuple[str, int]:
+    """("127.0.0.1", 5060) from "127.0.0.1:5060" (or "[::1]:5060"); ValueError when malformed."""
+    host, sep, port = addr.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"must be host:port, e.g. 127.0.0.1:5060 (got {addr[:100]!r})")
+    return host, int(port)

@@ -11,11 +11,13 @@ Endpoints (all JSON unless said otherwise; errors are OpenAI's `{"error": {"mess
     GET  /api/calls/{id}/transcript    Markdown or JSON (?format=md|json, or Accept)
     POST /api/calls/{id}/escalate      hand a server-held call to the supervisor persona
     POST /api/calls/{id}/hangup        end a call
+    POST /api/calls/{id}/transfer      a phone call to PARLEY_TRANSFER_TO (SIP REFER)
     POST /api/calls/{id}/events        a browser-direct call reports its events
     POST, GET /api/calls/{id}/audio    the call's recording
     GET  /api/copilot, POST /api/copilot/answer   the copilot's considered answers
     GET  /api/personas                 the personas and their scenario cards
     GET  /api/me, POST /api/login, POST /api/logout
+    POST /webhooks/openai              OpenAI's webhooks: realtime.call.incoming (a SIP phone call)
     GET  /healthz, GET /metrics (Prometheus)
     POST /telephony/twilio/voice       Twilio's voice webhook (form in, TwiML out; docs/telephony.md)
     WS   /telephony/twilio/media       the call's Twilio media stream, bridged to the upstream
@@ -56,9 +58,10 @@ from .db import Store
 from .errors import scrub
 from .limits import CallSlots, RateLimiter, RequestLimiter, Slots
 from .metrics import Metrics
+from .replays import MemoryReplays, ReplayGuard
 from .routes import auth as auth_routes
 from .routes import calls as calls_routes
-from .routes import copilot, ops, recordings, session, telephony
+from .routes import copilot, ops, recordings, session, telephony, webhooks
 from .settings import ServerSettings
 from .state import ServerState
 from .storage import DirectoryRecordings
@@ -182,6 +185,14 @@ def _shared_parts(settings: ServerSettings) -> tuple[Any, Slots, Any]:
     return hub, RedisSlots(hub), shared
 
 
+def _replays(settings: ServerSettings, hub: Any) -> ReplayGuard:
+    if hub is None:
+        return MemoryReplays(settings.webhook_replay_seconds)
+    from .shared import RedisReplays
+
+    return RedisReplays(hub, settings.webhook_replay_seconds)
+
+
 def create_app(settings: ServerSettings | None = None, *, engine: Any = None,
                authenticator: Authenticator | None = None) -> FastAPI:
     """The server app. `engine`: the in-process engine to mount (upstream "local"; default a new one)."""
@@ -201,6 +212,7 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None,
         internal_key = "sk-parley-internal-" + secrets.token_urlsafe(24)
         engine.settings.api_keys = [*engine.settings.api_keys, internal_key]
         engine_app = create_engine_app(engine)
+        _wire_sip(engine, settings)
 
     upstream = Upstream(settings, metrics, engine_app=engine_app, internal_key=internal_key, engine=engine)
     store = Store(settings.database)
@@ -213,7 +225,8 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None,
         limiter=limiter("calls", settings.rate_limit_per_minute, settings.rate_limit_burst),
         events_limiter=limiter("events", settings.rate_limit_per_minute * 30, settings.rate_limit_burst * 24),
         login_limiter=limiter("login", 10, 5), copilot=answerer_for(settings), engine=engine,
-        recordings=DirectoryRecordings(settings.recordings), hub=hub)
+        recordings=DirectoryRecordings(settings.recordings), hub=hub,
+        replays=_replays(settings, hub))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -251,7 +264,7 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None,
     install_error_handlers(app, redact=lambda text: scrub(text, upstream.secret))
     app.add_exception_handler(SQLAlchemyError, _storage_error)
     for router in (ops.router, auth_routes.router, session.router, calls_routes.router, recordings.router,
-                   copilot.router, telephony.router, ops.api_not_found):
+                   copilot.router, telephony.router, webhooks.router, ops.api_not_found):
         app.include_router(router)
     if engine_app is not None:
         app.mount("/v1", _AtRoot(engine_app), name="engine")
@@ -259,6 +272,18 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None,
     if web is not None:
         app.mount("/", StaticFiles(directory=web, html=True, check_dir=False), name="web")
     return app
+
+
+def _wire_sip(engine: Any, settings: ServerSettings) -> None:
+    """The in-process engine taking SIP calls (PARLEY_ENGINE_SIP_ADDR) announces them to this server's
+    own webhook, signed with its secret, unless told otherwise: one setting makes a phone line."""
+    sip = engine.settings
+    if not sip.sip_addr:
+        return
+    if not sip.sip_webhook_url and settings.self_url:
+        sip.sip_webhook_url = f"{settings.self_url}{webhooks.WEBHOOK_PATH}"
+    if sip.sip_webhook_secret is None and settings.openai_webhook_secret is not None:
+        sip.sip_webhook_secret = settings.openai_webhook_secret
 
 
 async def _storage_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -270,8 +295,9 @@ async def _storage_error(_request: Request, exc: Exception) -> JSONResponse:
 # -- running ----------------------------------------------------------------------------------------
 
 
-def telephony_banner(settings: ServerSettings) -> str:
-    """What `parley serve` says about phone calls: the webhook URL to give Twilio, and whether it is on."""
+def telephony_banner(settings: ServerSettings) -> list[str]:
+    """What `parley serve` says about phone calls: the webhook URLs to give Twilio and OpenAI, and
+    whether each is on."""
     base = settings.public_url or settings.self_url or "http://127.0.0.1:8000"
     url = f"{base}{telephony.VOICE_PATH}"
     if settings.twilio_auth_token is not None:
@@ -282,7 +308,9 @@ def telephony_banner(settings: ServerSettings) -> str:
         state = "UNSIGNED webhooks accepted (PARLEY_TWILIO_INSECURE=1: local testing only)"
     else:
         state = "off until PARLEY_TWILIO_AUTH_TOKEN is set"
-    return f"Twilio voice webhook (HTTP POST): {url} — {state}"
+    sip = "on" if settings.openai_webhook_secret else "off until PARLEY_OPENAI_WEBHOOK_SECRET is set"
+    return [f"Twilio voice webhook (HTTP POST): {url} — {state}",
+            f"OpenAI webhook (realtime.call.incoming, SIP calls): {base}{webhooks.WEBHOOK_PATH} — {sip}"]
 
 
 class _Redact(logging.Filter):
@@ -341,6 +369,10 @@ def run(host: str, port: int) -> None:
     log.info("Parley server on http://%s:%d — upstream: %s; database: %s; auth: %s; %s",
              host, port, upstream, db, settings.auth,
              "shared mode (Redis)" if settings.shared else "one process (state in memory)")
-    log.info("%s", telephony_banner(settings))
+    for line in telephony_banner(settings):
+        log.info("%s", line)
+    engine_settings = getattr(getattr(app.state.server, "engine", None), "settings", None)
+    if engine_settings is not None and engine_settings.sip_addr:
+        log.info("The local engine takes SIP calls on udp %s", engine_settings.sip_addr)
     run_app(app, host=host, port=port, log_config=None,
             log_level=settings.log_level.lower(), proxy_headers=settings.trust_forwarded_for, server_header=False)

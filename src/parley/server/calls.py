@@ -66,6 +66,7 @@ class LiveCall:
     recorder: Recorder = field(init=False)
     agent: NegotiatorAgent | None = None
     self_url: str | None = None
+    caller: str | None = None  # a phone call's number (SIP From), else None
     reconnects: int = 0
     started: float = field(default_factory=time.monotonic)
     end_reason: str | None = None
@@ -242,39 +243,62 @@ class CallManager:
         await self.take_slot(principal, call_id)
         try:
             await self.check_daily_cap(principal.user_id)
-            session = persona_session(persona, self.settings)
-            answer, upstream_id = await self.upstream.create_call(sdp, session)
-            # The record and the sideband at once (the sideband's events wait in its socket until the
-            # recorder reads them, after both are done).
-            stored, opened = await asyncio.gather(
-                self.store.create_call(id=call_id, user_id=principal.user_id, kind="server", persona=persona.id,
-                                       persona_name=persona.name, model=self.settings.model,
-                                       upstream_call_id=upstream_id, owner=self.owner),
-                self.upstream.sideband(upstream_id, self_url=self_url), return_exceptions=True)
-            if isinstance(stored, BaseException) or isinstance(opened, BaseException):
-                self._spawn(self._hangup_quietly(upstream_id))
-                if not isinstance(opened, BaseException):
-                    with contextlib.suppress(Exception):
-                        await opened.close()
-                if isinstance(stored, BaseException):
-                    raise stored
-                with contextlib.suppress(Exception):
-                    await self.store.end_call(call_id, status="failed", reason="sideband_failed")
-                assert isinstance(opened, BaseException)
-                raise opened
-            conn = opened
+            answer, upstream_id = await self.upstream.create_call(sdp, persona_session(persona, self.settings))
+            await self._hold(principal, persona, call_id, upstream_id, self_url=self_url)
         except BaseException:
             await self.slots.release(call_id)
             raise
-        live = LiveCall(call_id, principal.user_id, principal.limit_key, upstream_id, conn=conn, self_url=self_url)
+        self.metrics.inc("parley_calls_total", kind="server")
+        return call_id, answer
+
+    async def start_phone_call(self, principal: Principal, persona: CallPersona, upstream_id: str, *,
+                               self_url: str | None, caller: str | None = None) -> LiveCall:
+        """Accept a SIP call announced by webhook (the caller's limits and caps first) and record it
+        like a server-held call; the persona greets first. ApiError (429: limits, caps) when refused:
+        the caller rejects it upstream."""
+        call_id = new_call_id()
+        await self.take_slot(principal, call_id)
+        try:
+            await self.check_daily_cap(principal.user_id)
+            await self.upstream.accept_call(upstream_id, persona_session(persona, self.settings))
+            live = await self._hold(principal, persona, call_id, upstream_id, self_url=self_url,
+                                    channel="phone", caller=caller)
+        except BaseException:
+            await self.slots.release(call_id)
+            raise
+        self.metrics.inc("parley_calls_total", kind="phone")
+        await live.conn.send({"type": "response.create"})  # on a phone the agent speaks first
+        return live
+
+    async def _hold(self, principal: Principal, persona: CallPersona, call_id: str, upstream_id: str, *,
+                    self_url: str | None, channel: str | None = None, caller: str | None = None) -> LiveCall:
+        """Put a call the upstream has started on record, and hold its sideband."""
+        # The record and the sideband at once (the sideband's events wait in its socket until the
+        # recorder reads them, after both are done).
+        stored, opened = await asyncio.gather(
+            self.store.create_call(id=call_id, user_id=principal.user_id, kind="server", persona=persona.id,
+                                   persona_name=persona.name, model=self.settings.model,
+                                   upstream_call_id=upstream_id, owner=self.owner, channel=channel, caller=caller),
+            self.upstream.sideband(upstream_id, self_url=self_url), return_exceptions=True)
+        if isinstance(stored, BaseException) or isinstance(opened, BaseException):
+            self._spawn(self._hangup_quietly(upstream_id))
+            if not isinstance(opened, BaseException):
+                with contextlib.suppress(Exception):
+                    await opened.close()
+            if isinstance(stored, BaseException):
+                raise stored
+            with contextlib.suppress(Exception):
+                await self.store.end_call(call_id, status="failed", reason="sideband_failed")
+            assert isinstance(opened, BaseException)
+            raise opened
+        live = LiveCall(call_id, principal.user_id, principal.limit_key, upstream_id, conn=opened, self_url=self_url)
         live.recorder = self._recorder(call_id, persona, self.settings.model, send=self._sender(live),
                                        on_cost=lambda: self._check_costs(live))
         live.agent = self._agent(call_id, persona, live.recorder, send=self._sender(live))
         self.live[call_id] = live
         live.task = asyncio.create_task(self._run(live), name=f"sideband-{call_id}")
         live.timer = asyncio.create_task(self._deadline(live), name=f"deadline-{call_id}")
-        self.metrics.inc("parley_calls_total", kind="server")
-        return call_id, answer
+        return live
 
     @staticmethod
     def _sender(live: LiveCall) -> Callable[[dict[str, Any]], Awaitable[None]]:

@@ -42,7 +42,7 @@ _FIXED = {
     "sideband_lost": "Connection lost",
     "sideband_error": "Ended by a server error",
     "upstream_closed": "The agent's side ended the call",
-    # phone calls (server.phone)
+    # phone calls (server.twilio_bridge)
     "caller_hangup": "The caller hung up",
     "bad_input": "Ended: the phone line sent too many malformed frames",
     "server_error": "Ended by a server error",

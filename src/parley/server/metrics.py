@@ -11,7 +11,7 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 Labels = tuple[tuple[str, str], ...]
 
 _DEFS: dict[str, tuple[str, str]] = {
-    "parley_calls_total": ("counter", "Calls started, by kind (server: unified with sideband; direct: browser with an ephemeral key)."),
+    "parley_calls_total": ("counter", "Calls started, by kind (server: unified with sideband; direct: browser with an ephemeral key; phone: SIP)."),
     "parley_calls_ended_total": ("counter", "Calls ended, by reason."),
     "parley_calls_active": ("gauge", "Calls in progress."),
     "parley_sessions_total": ("counter", "Ephemeral keys minted through /api/session."),
@@ -24,6 +24,8 @@ _DEFS: dict[str, tuple[str, str]] = {
     "parley_caps_total": ("counter", "Calls the server ended because of a cap, by cap."),
     "parley_rate_limited_total": ("counter", "Requests refused with 429, by reason."),
     "parley_upstream_errors_total": ("counter", "Failed upstream operations, by operation and status."),
+    "parley_webhooks_total": ("counter", "OpenAI webhooks received, by outcome (ok, bad_signature, replay, ignored)."),
+    "parley_phone_rejected_total": ("counter", "Incoming phone calls rejected, by SIP status."),
     "parley_upstream_seconds": ("histogram", "Upstream operation latency, by operation."),
     "parley_request_seconds": ("histogram", "Time spent in the server for API requests, by route."),
     "parley_added_seconds": ("histogram", "The server's own time for API requests (upstream time excluded), by route."),

@@ -91,6 +91,13 @@ class ServerSettings(BaseSettings):
     max_audio_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)  # a call's recording (mic + agent)
     direct_idle_seconds: float = Field(default=120.0, gt=0)  # a browser-direct call with no report for this long is over
 
+    # -- phone calls (OpenAI's SIP trunking, docs/telephony.md) --------------------------------
+    # The Standard Webhooks secret of the OpenAI webhook for `realtime.call.incoming` ("whsec_...").
+    openai_webhook_secret: SecretStr | None = None
+    phone_persona: str = "negotiator/sarah"  # who answers a phone call
+    transfer_to: str | None = None  # "transfer me to a human": a tel: or sip: URI for SIP REFER
+    webhook_replay_seconds: float = Field(default=24 * 3600.0, gt=0)  # how long a webhook id is remembered
+
     log_level: str = "info"
 
     # -- telephony (docs/telephony.md) -----------------------------------------------------------

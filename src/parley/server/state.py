@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from parley.apps.copilot.answerer import Answerer
@@ -12,6 +12,7 @@ from .calls import CallManager
 from .db import Store
 from .limits import RequestLimiter
 from .metrics import Metrics
+from .replays import MemoryReplays, ReplayGuard
 from .settings import ServerSettings
 from .storage import Recordings
 from .upstream import Upstream
@@ -32,4 +33,5 @@ class ServerState:
     engine: Any  # the in-process engine (upstream "local"), else None
     recordings: Recordings
     hub: Any = None  # shared mode: the SharedHub (Redis), else None
+    replays: ReplayGuard = field(default_factory=lambda: MemoryReplays(24 * 3600.0))  # webhook ids acted on
 

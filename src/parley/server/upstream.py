@@ -228,6 +228,27 @@ class Upstream:
             except Exception as exc:
                 raise self._error("hangup", exc) from None
 
+    # -- SIP calls (OpenAI's SIP trunking; the engine emulates it) ------------------------------
+
+    async def accept_call(self, call_id: str, session: dict[str, Any]) -> None:
+        """POST /realtime/calls/{id}/accept with the session config (a SIP call announced by webhook)."""
+        body = {k: v for k, v in session.items() if k != "type"}
+        await self._call_op("accept", self.client.realtime.calls.accept(call_id, type="realtime", extra_body=body))
+
+    async def reject_call(self, call_id: str, status_code: int) -> None:
+        await self._call_op("reject", self.client.realtime.calls.reject(call_id, status_code=status_code))
+
+    async def refer_call(self, call_id: str, target_uri: str) -> None:
+        await self._call_op("refer", self.client.realtime.calls.refer(call_id, target_uri=target_uri))
+
+    async def _call_op(self, operation: str, request: Any) -> None:
+        with self._timed(operation):
+            try:
+                async with asyncio.timeout(self.timeout + 5):
+                    await request
+            except Exception as exc:
+                raise self._error(operation, exc) from None
+
     async def sideband(self, call_id: str, *, self_url: str | None) -> AsyncRealtimeConnection:
         """Open the sideband WebSocket (`/realtime?call_id=`) of a call."""
         return await self._connect("sideband", self_url, call_id=call_id)

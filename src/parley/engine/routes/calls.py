@@ -61,6 +61,9 @@ async def create_call(request: Request, engine: EngineDep, secret: AnyKey) -> Re
 @router.post("/v1/realtime/calls/{call_id}/hangup", responses=ERRORS)
 async def hangup(call_id: str, engine: EngineDep, _secret: AnyKey) -> dict[str, Any]:
     call = engine.calls.get(call_id)
+    if call is None and engine.sip is not None and call_id in engine.sip.pending:
+        engine.sip.reject(call_id, 603)  # a SIP call still ringing: hung up before it was answered
+        return {}
     if call is None:
         raise ApiError(404, f"No call found with id '{call_id[:100]}'.", "call_id_not_found", param="call_id")
     await call.close("hangup")

@@ -1,5 +1,5 @@
 """The `/v1/realtime` WebSocket: a session (GA or beta events), or with `?call_id=` the sideband
-of a live WebRTC call (every event out, client events in)."""
+of a live WebRTC or SIP call (every event out, client events in)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from typing import Any
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from parley.engine.engine import Engine, vad_ready
+from parley.engine.engine import AnyCall, Engine, vad_ready
 from parley.engine.runtime import SessionRunner
-from parley.engine.webrtc import Call
 from parley.http.bearer import bearer_token
 from parley.http.errors import ApiError, error_response
 from parley.protocol import events as ev
@@ -80,7 +79,7 @@ async def realtime(websocket: WebSocket) -> None:
         await runner.close("client_disconnected")
 
 
-async def _sideband(websocket: WebSocket, call: Call) -> None:
+async def _sideband(websocket: WebSocket, call: AnyCall) -> None:
     """A server's control connection to a live call: every event out, client events in."""
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
     stop = call.runner.listen(queue.put_nowait)

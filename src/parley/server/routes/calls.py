@@ -125,6 +125,20 @@ async def hangup(call_id: CallId, state: State, principal: Who) -> dict[str, Any
     return {"call_id": call_id, "status": status, "end_reason": reason}
 
 
+@router.post("/api/calls/{call_id}/transfer", responses=ERRORS)
+async def transfer(call_id: CallId, state: State, principal: Who) -> dict[str, Any]:
+    """"Transfer me to a human": a phone call is referred (SIP REFER) to PARLEY_TRANSFER_TO."""
+    await owned_call(state, call_id, principal)
+    target = state.settings.transfer_to
+    live = state.calls.live.get(call_id)
+    if live is None or live.caller is None:
+        raise ApiError(409, "Only a phone call in progress can be transferred.", "not_phone_call")
+    if not target:
+        raise ApiError(409, "There is nobody to transfer to (set PARLEY_TRANSFER_TO).", "no_transfer_target")
+    await state.upstream.refer_call(live.upstream_call_id, target)
+    return {"call_id": call_id, "status": "transferring", "target_uri": target}
+
+
 @router.post("/api/calls/{call_id}/events", responses=ERRORS)
 async def report_events(call_id: CallId, state: State, principal: Who, body: EventsReport) -> dict[str, Any]:
     wait = await state.events_limiter.acquire(principal.limit_key)

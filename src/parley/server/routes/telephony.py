@@ -1,6 +1,6 @@
 """Phone calls through Twilio Media Streams: `POST /telephony/twilio/voice` (the voice webhook:
 TwiML that connects the call to a media stream) and the `/telephony/twilio/media` WebSocket
-(the stream, bridged to the upstream by `server.phone`).
+(the stream, bridged to the upstream by `server.twilio_bridge`).
 
 The webhook is refused unless its `X-Twilio-Signature` checks out against
 `PARLEY_TWILIO_AUTH_TOKEN` (the `twilio` package's validator, over the URL Twilio called:
@@ -28,9 +28,9 @@ from parley.telephony import twilio_stream as ts
 from parley.telephony.tokens import StreamTokens, Ticket
 
 from ..personas import DEFAULT_PERSONA, find_persona
-from ..phone import TwilioCall
 from ..settings import ServerSettings
 from ..state import ServerState
+from ..twilio_bridge import TwilioCall
 from .deps import State
 
 log = logging.getLogger(__name__)

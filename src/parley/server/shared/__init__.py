@@ -7,5 +7,6 @@ Turned on by PARLEY_REDIS_URL; see docs/deployment.md. The one-process defaults 
 
 from .hub import SharedHub, SharedStateError, check_redis
 from .limits import RedisLimiter, RedisSlots
+from .replays import RedisReplays
 
-__all__ = ["RedisLimiter", "RedisSlots", "SharedHub", "SharedStateError", "check_redis"]
+__all__ = ["RedisLimiter", "RedisReplays", "RedisSlots", "SharedHub", "SharedStateError", "check_redis"]
