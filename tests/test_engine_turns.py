@@ -15,6 +15,7 @@ import pytest
 
 from parley.audio.pcm import SAMPLE_RATE
 from parley.engine.session import VAD_FRAME_MS, Session, Transcribe
+from parley.engine.turns import PAUSE_MS
 from parley.protocol.session import parse_session
 from support.session import FRAME, ScriptedDetector, speech_between
 
@@ -83,7 +84,8 @@ def test_the_speculative_transcript_starts_inside_the_silence_window() -> None:
     at, job = next((ms, o) for ms, o in out if isinstance(o, Transcribe))
     stop_at, _ = first(out, "input_audio_buffer.speech_stopped")
     assert at < stop_at  # the STT has the rest of the window
-    assert job.audio.size == pytest.approx((1504 - (512 - 100)) * SAMPLE_RATE / 1000, abs=FRAME * 2)
+    # from the speech's start (with its prefix padding) into the pause, as far as the pause has run
+    assert job.audio.size == pytest.approx((1504 + PAUSE_MS - (512 - 100)) * SAMPLE_RATE / 1000, abs=FRAME * 2)
 
 
 @pytest.mark.parametrize(("eagerness", "window"), [("high", 400), ("medium", 700), ("low", 1200)])

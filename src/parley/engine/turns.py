@@ -61,10 +61,13 @@ class SpeechStarted:
 
 @dataclass(frozen=True)
 class VoicePaused:
-    """A pause after voice: the turn may be over. The speech so far is start_ms to voice_end_ms."""
+    """A pause after voice: the turn may be over. The speech so far is start_ms to voice_end_ms;
+    the audio so far runs on into the pause, to until_ms (it holds the fading end of the last word,
+    which the STT hears better with)."""
 
     start_ms: float
     voice_end_ms: float
+    until_ms: float
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,7 @@ class TurnDetector:
         window = silence_window_ms(td)
         if not self._paused and silence >= min(PAUSE_MS, window):
             self._paused = True
-            yield VoicePaused(self._speech_start_ms, self._last_voice_ms)
+            yield VoicePaused(self._speech_start_ms, self._last_voice_ms, end_ms)
         if silence >= window:
             self.speaking = False
             yield SpeechStopped(self._speech_start_ms, end_ms)
