@@ -491,6 +491,10 @@ def capture(p: Prepared, window_ms: int = 500) -> Turn:
     return Turn([last[i] for i in order], [c if c is not None else np.zeros(0, np.float32) for c in committed])
 
 
+AS_IT_RUNS = "the engine as it runs at 500 ms: speculative cut into the pause, 15 s window, beam 5"
+QUICK = "beam 1 (the quick pass, at windows under 400 ms)"
+
+
 def doubt(transcripts: list[Transcript]) -> float:
     """How unsure the decoder was of a turn: its lowest segment log-probability (-inf: nothing)."""
     scores = [s.avg_logprob for t in transcripts for s in t.segments if s.text]
@@ -500,9 +504,10 @@ def doubt(transcripts: list[Transcript]) -> float:
 def gated_second_pass(prepared: Sequence[Prepared], results: dict[str, dict[str, list[Transcript]]]) -> None:
     """What a second, better pass would gain if it replaced the first only when the first was
     unsure (avg log-prob below a threshold), and how many turns would wait for it."""
-    fast = results["the engine as it runs: speculative cut, 15 s window, beam 1"]
+    fast = results[QUICK]
     print("a second pass only when the first is unsure (log-prob below t): WER / turns waiting for it")
-    for label in ("beam 5", "full window and beam 5", "the committed turn (silence window included)"):
+    for label, short in ((AS_IT_RUNS, "beam 5"), ("full 30 s window", "full window and beam 5"),
+                         ("the committed turn (silence window included)", "the committed turn, beam 5")):
         if label not in results:
             continue
         cells = []
@@ -511,17 +516,15 @@ def gated_second_pass(prepared: Sequence[Prepared], results: dict[str, dict[str,
             waiting = sum(doubt(fast[n]) < t for n in fast) / len(fast)
             figure = wer_of((p.text, " ".join(r.text for r in pick[p.clip.name])) for p in prepared)
             cells.append(f"{t:+.1f}: {figure:5.1%} {waiting:4.0%}")
-        print(f"  {label[:30]:30s} " + "  ".join(cells), flush=True)
+        print(f"  {short:30s} " + "  ".join(cells), flush=True)
 
 
 def diagnose(prepared: Sequence[Prepared], prompt: str | None) -> None:
     assert not any(p.clip.utterance.held_out for p in prepared), "the held-out third is never used for tuning"
     rt = Transcriber(encoder_window_s=15)
-    full = Transcriber(encoder_window_s=None)
     rt5 = Transcriber(encoder_window_s=15, beam_size=5)
     best = Transcriber(encoder_window_s=None, beam_size=5)
     turns = {p.clip.name: capture(p) for p in prepared}
-    after_ms = 64 * SAMPLE_RATE // 1000
 
     results: dict[str, dict[str, list[Transcript]]] = {}
 
@@ -535,17 +538,14 @@ def diagnose(prepared: Sequence[Prepared], prompt: str | None) -> None:
         print(f"  {label:58s} {figure:6.1%}  ({time.perf_counter() - t0:4.0f} s)", flush=True)
 
     print(f"where the words are lost, on the tuning two-thirds ({len(prepared)} clips), one change at a time:")
-    run("the engine as it runs: speculative cut, 15 s window, beam 1", rt, lambda p, t: t.jobs)
-    run("  beam 5", rt5, lambda p, t: t.jobs)
-    run("  no temperature fallback (greedy only)", Transcriber(encoder_window_s=15, temperatures=(0.0,)),
-        lambda p, t: t.jobs)
-    run("  the cut plus the 64 ms after it (no end trimming)", rt,
-        lambda p, t: [c[: j.size + after_ms] for j, c in zip(t.jobs, t.committed, strict=True)])
-    run("  the committed turn (silence window included)", rt, lambda p, t: t.committed)
-    run("  full 30 s window", full, lambda p, t: t.jobs)
-    run("  full window and beam 5", best, lambda p, t: t.jobs)
-    run("  the whole clip instead of the VAD's turn", rt, lambda p, t: [p.heard])
-    run("  the 24 -> 16 kHz step at VHQ", rt, lambda p, t: t.jobs, quality="VHQ")
+    run(AS_IT_RUNS, rt5, lambda p, t: t.jobs)
+    run(f"  {QUICK}", rt, lambda p, t: t.jobs)
+    run("  no temperature fallback (greedy only)",
+        Transcriber(encoder_window_s=15, beam_size=5, temperatures=(0.0,)), lambda p, t: t.jobs)
+    run("  the committed turn (silence window included)", rt5, lambda p, t: t.committed)
+    run("  full 30 s window", best, lambda p, t: t.jobs)
+    run("  the whole clip instead of the VAD's turn", rt5, lambda p, t: [p.heard])
+    run("  the 24 -> 16 kHz step at VHQ", rt5, lambda p, t: t.jobs, quality="VHQ")
     run("ceiling: the whole clip, full window, beam 5", best, lambda p, t: [p.heard])
     gated_second_pass(prepared, results)
     opus = [p for p in prepared if p.clip.condition == "opus32"]

@@ -368,7 +368,7 @@ _careful: Transcriber | None = None
 
 
 def default_transcriber() -> Transcriber:
-    """The quick pass every turn gets (see Transcriber): it says when it is not `sure`."""
+    """The quick pass (see Transcriber) of turns at silence windows under 400 ms: it says when it is not `sure`."""
     global _default
     if _default is None:
         _default = Transcriber(encoder_window_s=default_encoder_window_s(), sure_logprob=SURE_LOGPROB)
@@ -376,15 +376,14 @@ def default_transcriber() -> Transcriber:
 
 
 def careful_transcriber() -> Transcriber:
-    """The second pass a turn gets when the quick one was unsure: beam 5, in the same window.
+    """Beam 5, in the same window: every turn's pass at silence windows of 400 ms or more (it runs
+    in the window: engine.input.CAREFUL_WINDOW_MS), and at shorter windows the second pass of a
+    turn whose quick pass was unsure.
 
     On the tuning two-thirds of benchmarks/hearing.py, beam 5 on the quick pass's audio took the
-    realtime WER from 27.6 % to 23.6 % (the offline ceiling, full window and beam 5 on the whole
-    clip, is about 24.6 % there; the full window with beam 5 on the same audio, 25.7 %). Running it
-    only when the quick pass is unsure (about 28 % of turns) kept the gain: about 24.5 % on the
-    tuning two-thirds in the engine at -0.5, against about 25.7 % at -0.8 (12 % of turns; a third
-    of the set had suggested it was as good). It costs 1.3-1.6x the quick pass, so at a 500 ms
-    silence window it mostly ends before the turn does.
+    realtime WER from 29.7 % to 23.8 % (the offline ceiling, full window and beam 5 on the whole
+    clip, 23.4 % there). As a second pass only when the quick one is unsure (avg log-prob below
+    -0.5, about 40 % of turns) it gives 25.3 %. It costs 1.3-1.6x the quick pass.
     """
     global _careful
     if _careful is None:
