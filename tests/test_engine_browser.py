@@ -18,6 +18,7 @@ from starlette.staticfiles import StaticFiles
 
 from parley.apps.local import local_engine
 from parley.apps.scenarios import get_persona
+from parley.engine import webrtc
 from parley.engine.app import EngineSettings, create_app
 from parley.engine.speech.wer import wer
 from parley.util.serving import serve_app
@@ -26,6 +27,7 @@ from support.speech import speech_wav
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
+OPUS_BITRATE = webrtc.OPUS_MAX_AVERAGE_BITRATE
 SENTENCE = "Hello, my monthly bill is too expensive and I want a better price."
 PAGES = Path(__file__).parent / "browser"
 
@@ -71,6 +73,10 @@ async def test_seed_page_calls_the_engine_with_an_ephemeral_key(
             await until(page, "window.events.some(e => e.type === 'output_audio_buffer.stopped')", 30)
             audio = await page.evaluate("window.inboundAudio()")
             assert audio["packets"] > 50 and audio["energy"] > 0, audio
+            # Chrome codes the microphone at the bitrate the engine's answer asks for (its default
+            # of 32 kbps costs whisper words)
+            sent = await page.evaluate("window.outboundAudio()")
+            assert sent["bytes"] > 0 and sent["target"] == OPUS_BITRATE, sent
 
             # the sideband saw the same response as the page
             page_done = await page.evaluate("window.events.filter(e => e.type === 'response.done')[0].event_id")

@@ -15,6 +15,7 @@ import fractions
 import functools
 import json
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -40,6 +41,10 @@ log = logging.getLogger(__name__)
 
 FRAME_MS = 20
 FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000
+#: What the answer asks the caller's Opus encoder for (RFC 7587's maxaveragebitrate): browsers
+#: otherwise send 32 kbps, which cost whisper ~4 WER points on the Opus clips of hearing.py's tuning
+#: two-thirds (64 kbps: 19.5 %, 32 kbps: 23.3 %, no codec: 16.2 %; 96 kbps gained 0.5 more).
+OPUS_MAX_AVERAGE_BITRATE = 64_000
 # Opus's RTP clock (RFC 7587), whatever rate the audio is coded at.
 OPUS_RATE = 48_000
 OPUS_FRAME = OPUS_RATE * FRAME_MS // 1000
@@ -54,6 +59,25 @@ MAX_FILLED_GAP = OPUS_RATE * 2
 CONNECT_TIMEOUT_S = 30.0
 # aiortc's (and browsers' usual) SCTP message size limit.
 MAX_CHANNEL_MESSAGE = 65_536
+
+
+def with_opus_max_average_bitrate(sdp: str, bps: int) -> str:
+    """The SDP with `maxaveragebitrate` on each Opus payload type's fmtp (added, or the line made):
+    a receiver's word to the sender's encoder, which aiortc's answer does not carry."""
+    lines = sdp.split("\r\n")
+    opus = {m.group(1) for line in lines if (m := re.match(r"a=rtpmap:(\d+) opus/", line, re.IGNORECASE))}
+    out: list[str] = []
+    for line in lines:
+        fmtp = re.match(r"a=fmtp:(\d+) ", line)
+        if fmtp and fmtp.group(1) in opus:
+            params = [p for p in line[len(fmtp.group(0)):].split(";") if not p.strip().startswith("maxaveragebitrate=")]
+            line = fmtp.group(0) + ";".join([*params, f"maxaveragebitrate={bps}"])
+            opus.discard(fmtp.group(1))
+        out.append(line)
+    for pt in opus:  # no fmtp line yet: one after the rtpmap
+        at = next(i for i, line in enumerate(out) if line.lower().startswith(f"a=rtpmap:{pt} opus/"))
+        out.insert(at + 1, f"a=fmtp:{pt} maxaveragebitrate={bps}")
+    return "\r\n".join(out)
 
 
 def _opus_encoder() -> AudioCodecContext:
@@ -310,7 +334,7 @@ class Call:
         await self.runner.start()
         self._spawn(self._connect_deadline())
         self._spawn(self._end_with_session())
-        return pc.localDescription.sdp
+        return with_opus_max_average_bitrate(pc.localDescription.sdp, OPUS_MAX_AVERAGE_BITRATE)
 
     async def _end_with_session(self) -> None:
         reason = await self.runner.wait_closed()  # e.g. session_expired
