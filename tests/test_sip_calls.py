@@ -27,7 +27,7 @@ from parley.audio.resample import resample
 from parley.engine.app import Engine
 from parley.engine.sip.signalling import incoming_call_webhook
 from parley.util.serving import serve_app
-from support.server import make_engine, make_settings, running_app, shared_speech
+from support.server import make_engine, make_settings, running_app, running_server, shared_speech
 from support.sip_phone import SipPhone, bad_datagrams
 from support.speech import speech_pcm24k
 
@@ -226,6 +226,14 @@ async def test_bad_signature_starts_nothing(line: Line) -> None:
         assert r.status_code == 400
         assert len((await client.get("/api/calls")).json()) == before
     assert not line.engine.calls
+
+
+async def test_without_a_secret_the_webhook_is_off(tmp_path: Any) -> None:
+    hook = incoming_call_webhook("rtc_any", [{"name": "From", "value": f"<sip:{NUMBER}@127.0.0.1>"}], SECRET)
+    with running_server(make_settings(tmp_path)) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as raw:
+            r = await raw.post("/webhooks/openai", content=hook.body, headers=hook.headers)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "webhooks_not_configured"
 
 
 async def test_malformed_sip_and_stray_rtp_are_dropped(line: Line, phone: SipPhone,

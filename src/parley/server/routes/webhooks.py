@@ -31,11 +31,11 @@ WEBHOOK_PATH = "/webhooks/openai"
 
 @router.post(WEBHOOK_PATH, responses={400: {"description": "Bad signature or body"},
                                       409: {"description": "A webhook id already acted on"},
-                                      503: {"description": "No webhook secret configured"}})
+                                      403: {"description": "No webhook secret configured: the door is off"}})
 async def openai_webhook(request: Request, state: State) -> dict[str, Any]:
     secret = state.settings.openai_webhook_secret
     if secret is None:
-        raise ApiError(503, "This server takes no OpenAI webhooks (set PARLEY_OPENAI_WEBHOOK_SECRET).",
+        raise ApiError(403, "This server takes no OpenAI webhooks (set PARLEY_OPENAI_WEBHOOK_SECRET).",
                        "webhooks_not_configured")
     body = await request.body()
     if len(body) > MAX_WEBHOOK_BYTES:
