@@ -37,11 +37,11 @@ from .metrics import Metrics
 from .personas import CallPersona, find_persona, persona_session
 from .recorder import Recorder
 from .settings import ServerSettings
-from .upstream import Upstream, UpstreamError
+from .upstream import CALL_GONE, Upstream, UpstreamError
 
 log = logging.getLogger(__name__)
 
-SIDEBAND_RECONNECTS = 3
+SIDEBAND_RECONNECT_SECONDS = 30.0  # how long a dropped sideband is retried while the upstream has the call
 # Close codes after which the call may well go on without us (abnormal closure, server errors, restarts).
 ABNORMAL_CLOSES = frozenset({1006, 1011, 1012, 1013, 1014})
 
@@ -307,19 +307,33 @@ class CallManager:
         return send
 
     async def _reconnect(self, live: LiveCall) -> bool:
-        """The sideband dropped without a close (network trouble), the call may go on: open it again."""
-        while live.reconnects < SIDEBAND_RECONNECTS and live.end_reason is None:
-            live.reconnects += 1
-            await asyncio.sleep(0.25 * 2 ** (live.reconnects - 1))
+        """The sideband dropped without a close (network trouble, the upstream restarting it), the call
+        may go on: open it again, with backoff, while the upstream still has the call; then backfill."""
+        deadline, attempt = time.monotonic() + SIDEBAND_RECONNECT_SECONDS, 0
+        while time.monotonic() < deadline and live.end_reason is None:
+            live.reconnects, attempt = live.reconnects + 1, attempt + 1
+            await asyncio.sleep(min(2.0, 0.25 * 2 ** min(attempt - 1, 4)))
             try:
                 live.conn = await self.upstream.sideband(live.upstream_call_id, self_url=live.self_url)
             except UpstreamError as exc:
                 log.info("call %s: sideband reconnect %d failed: %s", live.id, live.reconnects, exc.message)
+                if exc.code == CALL_GONE:
+                    return False
                 continue
             log.info("call %s: sideband reconnected", live.id)
             self.metrics.inc("parley_upstream_errors_total", operation="sideband", status="reconnected")
+            await self._resume(live)
             return True
         return False
+
+    async def _resume(self, live: LiveCall) -> None:
+        """A sideband (re)attached after a gap: ask for what was missed; whether a response is still
+        active is unknown (if one is, a response.create earns an error the agent answers by waiting)."""
+        asked = await live.recorder.backfill()
+        if asked:
+            log.info("call %s: backfilling %d items", live.id, asked)
+        if live.agent is not None:
+            live.agent.forget_response()
 
     async def _run(self, live: LiveCall) -> None:
         from websockets.exceptions import ConnectionClosed
@@ -551,11 +565,12 @@ class CallManager:
         if row.status != "active":
             raise ApiError(409, f"The call is over ({row.end_reason or row.status}).", "call_not_active")
         persona = find_persona(row.personas[-1]["id"] if row.personas else row.persona)
-        items = await self.store.items(call_id)
+        items = await self.store.items(call_id, pending=True)
         call = DirectCall(row.id, row.user_id, principal.limit_key, persona, row.model,
                           created=row.created_at.timestamp(), upstream_call_id=row.upstream_call_id,
                           events=row.events_received)
-        call.recorder = self._recorder(call.id, persona, row.model, start_seq=max((i.seq for i in items), default=0.0))
+        call.recorder = self._recorder(call.id, persona, row.model)
+        call.recorder.resume(items)
         call.recorder.cost = row.cost_usd
         call.agent = self._agent(call.id, persona, call.recorder)
         self.direct[call_id] = call
