@@ -16,6 +16,7 @@ from typing import Any
 from support.rtc import of_type
 from support.server import (
     call_json,
+    conversation,
     eventually,
     http,
     make_engine,
@@ -30,21 +31,6 @@ def _pending(db: Path, call_id: str) -> list[tuple[str, str]]:
     with sqlite3.connect(db) as conn:
         return list(conn.execute("select item_id, role from transcript_items where call_id = ? and status = 'pending'",
                                  (call_id,)))
-
-
-def conversation(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """(item id, role) in conversation order, as the caller's data channel placed them."""
-    order: list[str] = []
-    roles: dict[str, str] = {}
-    for e in events:
-        if e["type"] != "conversation.item.added":
-            continue
-        item, previous = e["item"], e.get("previous_item_id")
-        if item["id"] in roles:
-            continue
-        roles[item["id"]] = item.get("role") or ("tool" if item["type"] == "function_call_output" else "assistant")
-        order.insert(order.index(previous) + 1 if previous in order else len(order) if previous else 0, item["id"])
-    return [(i, roles[i]) for i in order]
 
 
 async def test_a_sideband_the_upstream_drops_loses_no_item(tmp_path: Path) -> None:

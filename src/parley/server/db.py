@@ -292,6 +292,21 @@ class Store:
                                      .values(status="ended", end_reason=reason, ended_at=utcnow()))
             return int(getattr(result, "rowcount", 0) or 0)
 
+    async def active_calls_not_of(self, owner: str) -> list[Call]:
+        """The calls in progress that another process (or none) holds."""
+        async with self.sessions() as s:
+            return list(await s.scalars(select(Call).where(Call.status == "active",
+                                                           or_(Call.owner != owner, Call.owner.is_(None)))))
+
+    async def claim_call(self, call_id: str, was: str | None, owner: str) -> bool:
+        """Make `owner` the holder of an active call still held by `was`; False when another process
+        claimed it first (or it ended). One conditional UPDATE: of processes racing, one wins."""
+        held = Call.owner.is_(None) if was is None else Call.owner == was
+        async with self.sessions.begin() as s:
+            result = await s.execute(update(Call).where(Call.id == call_id, Call.status == "active", held)
+                                     .values(owner=owner))
+            return bool(getattr(result, "rowcount", 0))
+
     async def set_owner(self, call_id: str, owner: str | None) -> None:
         async with self.sessions.begin() as s:
             await s.execute(update(Call).where(Call.id == call_id).values(owner=owner))
