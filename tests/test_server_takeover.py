@@ -145,6 +145,8 @@ async def test_sigkill_of_the_owner_mid_call_loses_no_turn(tmp_path: Path, datab
                 await wait_done(peer, start, timeout=90)
                 await wait_done(peer, say_text(peer, "Alright, thank you."), timeout=90)
                 # escalated at a process that does not hold the call: the command reaches its owner
+                cluster.spawn()
+                await cluster.wait_healthy()
                 owner = await _owner(database, call_id)
                 others = [u for u, p in zip(cluster.urls, cluster.procs, strict=True)
                           if p.poll() is None and p.pid != int(owner.split(":")[1])]
