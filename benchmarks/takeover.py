@@ -40,52 +40,51 @@ async def owner_of(database: str, call_id: str) -> str:
         await conn.close()
 
 
-async def run(kills: int, lease: str) -> None:
+async def run(redis_url: str, kills: int, lease: str) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="parley-takeover-"))
-    with redis_server() as redis_url:
-        async with postgres_database() as database:
-            engine = EngineProcess(tmp / "engine")
-            await engine.wait_healthy()
-            cluster = Cluster(tmp, database, redis_url, 2, PARLEY_UPSTREAM="url", PARLEY_UPSTREAM_URL=engine.url,
-                              PARLEY_SLOT_LEASE_SECONDS=lease, PARLEY_MAX_CALL_SECONDS="3600")
-            times: list[float] = []
-            try:
-                await cluster.wait_healthy()
-                async with httpx.AsyncClient(timeout=60) as c:
-                    peer = RtcPeer()
-                    r = await c.post(f"{cluster.urls[0]}/api/calls",
-                                     json={"sdp": await peer.offer(), "persona": "negotiator/sarah"})
-                    r.raise_for_status()
-                    call_id = r.json()["call_id"]
-                    await peer.answer(r.json()["sdp"])
-                    await peer.wait_for(of_type("session.created"))
-                    for i in range(kills):
-                        await wait_done(peer, say_text(peer, f"Turn {i}: my bill is too high."), timeout=120)
-                        owner = await owner_of(database, call_id)
-                        proc = cluster.procs[cluster.by_pid(int(owner.split(":")[1]))]
-                        proc.send_signal(signal.SIGKILL)
-                        killed = time.monotonic()
-                        for _ in range(3000):  # polling the row: the claim is an UPDATE of it
-                            if await owner_of(database, call_id) != owner:
-                                break
-                            await asyncio.sleep(0.02)
-                        times.append(time.monotonic() - killed)
-                        print(f"kill {i + 1}: taken over in {times[-1]:.2f} s", flush=True)
-                        proc.wait(10)
-                        cluster.spawn()
-                        await cluster.wait_healthy()
-                    await wait_done(peer, say_text(peer, "Thanks, bye."), timeout=120)
-                    expected = conversation(peer.events)
-                    alive = next(u for u, p in zip(cluster.urls, cluster.procs, strict=True) if p.poll() is None)
-                    await asyncio.sleep(2)
-                    items = (await c.get(f"{alive}/api/calls/{call_id}")).json()["transcript"]
-                    same = [(i["item_id"], i["role"]) for i in items] == expected
-                    print(f"transcript: {len(items)} items stored, {len(expected)} seen by the peer, "
-                          f"{'identical' if same else 'DIFFERENT'} order")
-                    await peer.close()
-            finally:
-                cluster.stop()
-                engine.stop()
+    async with postgres_database() as database:
+        engine = EngineProcess(tmp / "engine")
+        await engine.wait_healthy()
+        cluster = Cluster(tmp, database, redis_url, 2, PARLEY_UPSTREAM="url", PARLEY_UPSTREAM_URL=engine.url,
+                          PARLEY_SLOT_LEASE_SECONDS=lease, PARLEY_MAX_CALL_SECONDS="3600")
+        times: list[float] = []
+        try:
+            await cluster.wait_healthy()
+            async with httpx.AsyncClient(timeout=60) as c:
+                peer = RtcPeer()
+                r = await c.post(f"{cluster.urls[0]}/api/calls",
+                                 json={"sdp": await peer.offer(), "persona": "negotiator/sarah"})
+                r.raise_for_status()
+                call_id = r.json()["call_id"]
+                await peer.answer(r.json()["sdp"])
+                await peer.wait_for(of_type("session.created"))
+                for i in range(kills):
+                    await wait_done(peer, say_text(peer, f"Turn {i}: my bill is too high."), timeout=120)
+                    owner = await owner_of(database, call_id)
+                    proc = cluster.procs[cluster.by_pid(int(owner.split(":")[1]))]
+                    proc.send_signal(signal.SIGKILL)
+                    killed = time.monotonic()
+                    for _ in range(3000):  # polling the row: the claim is an UPDATE of it
+                        if await owner_of(database, call_id) != owner:
+                            break
+                        await asyncio.sleep(0.02)
+                    times.append(time.monotonic() - killed)
+                    print(f"kill {i + 1}: taken over in {times[-1]:.2f} s", flush=True)
+                    proc.wait(10)
+                    cluster.spawn()
+                    await cluster.wait_healthy()
+                await wait_done(peer, say_text(peer, "Thanks, bye."), timeout=120)
+                expected = conversation(peer.events)
+                alive = next(u for u, p in zip(cluster.urls, cluster.procs, strict=True) if p.poll() is None)
+                await asyncio.sleep(2)
+                items = (await c.get(f"{alive}/api/calls/{call_id}")).json()["transcript"]
+                same = [(i["item_id"], i["role"]) for i in items] == expected
+                print(f"transcript: {len(items)} items stored, {len(expected)} seen by the peer, "
+                      f"{'identical' if same else 'DIFFERENT'} order")
+                await peer.close()
+        finally:
+            cluster.stop()
+            engine.stop()
     print(describe())
     print(f"takeover after SIGKILL (lease {lease} s), {len(times)} kills: "
           f"p50 {percentile(times, 50):.2f} s, p95 {percentile(times, 95):.2f} s, max {max(times):.2f} s")
@@ -96,7 +95,8 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--lease", default="3", help="PARLEY_SLOT_LEASE_SECONDS")
     args = parser.parse_args()
-    asyncio.run(run(args.kills, args.lease))
+    with redis_server() as redis_url:  # (started outside the event loop: it runs one of its own)
+        asyncio.run(run(redis_url, args.kills, args.lease))
 
 
 if __name__ == "__main__":
