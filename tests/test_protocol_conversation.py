@@ -42,6 +42,7 @@ class Driver:
         self.state = ConversationState()
         self.changes: list[ch.Change] = []
         self.effects: list[Any] = []
+        self.events: list[Event] = []  # every server event, in order
         self.clock = 0.0
 
     def pump(self) -> list[Any]:
@@ -49,6 +50,7 @@ class Driver:
         for out in self.session.take():
             if isinstance(out, dict):
                 self.clock += 0.001
+                self.events.append(out)
                 self.changes += self.state.apply(out, self.clock)
             else:
                 effects.append(out)
@@ -145,6 +147,48 @@ def test_the_engine_and_the_reader_agree_on_every_turn() -> None:
     d.send({"type": "conversation.item.delete", "item_id": before[1]})
     d.agree()
     assert d.state.ids[:3] == ["item_first", before[0], "item_mid"]
+    d.session.close()
+
+
+def test_a_reader_that_missed_events_fills_the_gap_by_retrieving() -> None:
+    d = Driver(audio={"input": {"transcription": {"model": "whisper-1"},
+                                "turn_detection": {"type": "server_vad", "silence_duration_ms": 300}}})
+    d.session.start()
+    d.pump()
+    got = d.speak(speech_pcm24k("What is the weather like in Paris today", tail_silence_ms=600))
+    user1 = d.state.last("user")
+    assert user1 is not None
+    gap = len(d.events)  # the late reader saw the turn placed, then nothing until...
+    job = [e for e in got if isinstance(e, Transcribe)][-1]
+    d.session.transcription_result(job.item_id, job.attempt, "What is the weather like in Paris today?")
+    d.answer(only(d.pump() + got, StartResponse), [("It is sunny.", 600)])
+    d.send({"type": "conversation.item.create",
+            "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "And Rome?"}]}})
+    d.answer(only(d.send({"type": "response.create"}), StartResponse), [("Rome is warm.", 500)])
+    answer2 = d.state.last("assistant")
+    back = len(d.events)  # ...here: a third turn names the second answer as its previous item
+    d.send({"type": "conversation.item.create",
+            "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Thanks."}]}})
+    late = ConversationState()
+    apply_all(late, *d.events[:gap], *d.events[back:])
+    assert late[user1.id].text == "" and answer2 is not None and answer2.id not in late
+    # the engine answers a retrieve as OpenAI does: the item only, with its audio and transcript
+    mark = len(d.events)
+    d.send({"type": "conversation.item.retrieve", "item_id": user1.id})
+    d.send({"type": "conversation.item.retrieve", "item_id": answer2.id})
+    retrieved = d.events[mark:]
+    assert [e["type"] for e in retrieved] == ["conversation.item.retrieved"] * 2
+    assert all(set(e) == {"type", "event_id", "item"} for e in retrieved)
+    part = retrieved[0]["item"]["content"][0]
+    assert part["type"] == "input_audio" and part["transcript"] == "What is the weather like in Paris today?"
+    assert part["audio"]
+    out = apply_all(late, *retrieved)
+    done = {c.item.id: c.text for c in out if isinstance(c, ch.ItemCompleted)}
+    assert done == {user1.id: "What is the weather like in Paris today?", answer2.id: "Rome is warm."}
+    # the named item goes before the item that named it; the gap's earlier items are beyond reach
+    full = d.state.ids
+    assert late.ids == [full[0], full[3], full[4]] and full[0] == user1.id and full[3] == answer2.id
+    assert not [c for c in apply_all(late, *retrieved) if isinstance(c, ch.ItemCompleted | ch.ItemPlaced)]
     d.session.close()
 
 

@@ -11,10 +11,7 @@ Skips, saying why, where redis-server or PostgreSQL is absent.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -37,11 +34,11 @@ from parley.server.shared import (
     check_redis,
 )
 from parley.util.serving import free_port
+from support.cluster import SECRET, Cluster, command, serve_env
 from support.services import postgres_database, redis_server
 
 pytestmark = [pytest.mark.postgres]
 
-SECRET = "a-shared-test-secret-0123456789"
 BURST = 40  # the rate limit: 40 requests in any 80-minute window
 CALL_CAP = 3
 
@@ -177,75 +174,18 @@ async def test_unreachable_redis_is_refused(tmp_path: Path) -> None:
 
 
 def test_parley_serve_refuses_to_start_without_its_redis(tmp_path: Path) -> None:
-    env = _env(tmp_path, "postgresql://postgres@/test?host=/var/run/postgresql", f"unix://{tmp_path}/none.sock")
-    proc = subprocess.run([*_command(), "serve", "--port", str(free_port())], env=env, cwd=tmp_path,
+    env = serve_env(tmp_path, "postgresql://postgres@/test?host=/var/run/postgresql", f"unix://{tmp_path}/none.sock")
+    proc = subprocess.run([*command(), "serve", "--port", str(free_port())], env=env, cwd=tmp_path,
                           capture_output=True, timeout=120)
     assert proc.returncode != 0
     assert b"unreachable" in proc.stderr and b"no fallback" in proc.stderr
     env["PARLEY_DATABASE_URL"] = f"sqlite:///{tmp_path}/parley.db"
-    proc = subprocess.run([*_command(), "serve", "--port", str(free_port())], env=env, cwd=tmp_path,
+    proc = subprocess.run([*command(), "serve", "--port", str(free_port())], env=env, cwd=tmp_path,
                           capture_output=True, timeout=120)
     assert proc.returncode != 0 and b"needs PostgreSQL" in proc.stderr
 
 
 # -- three real server processes --------------------------------------------------------------------
-
-
-def _command() -> list[str]:
-    cli = Path(sys.executable).parent / "parley"
-    return [str(cli)] if cli.exists() else [sys.executable, "-c", "from parley.cli import app; app()"]
-
-
-def _env(data_dir: Path, database: str, redis_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "PARLEY_"))}
-    env.update({"PARLEY_DATA_DIR": str(data_dir), "PARLEY_UPSTREAM": "local", "HF_HUB_OFFLINE": "1",
-                "PARLEY_ENGINE_ICE_HOSTS": json.dumps(["127.0.0.1"]), "PARLEY_ENGINE_WARM_UP": "false",
-                "PARLEY_DATABASE_URL": database, "PARLEY_REDIS_URL": redis_url,
-                "PARLEY_SESSION_SECRET": SECRET, "PARLEY_RECORDINGS_DIR": str(data_dir.parent / "recordings"),
-                "PARLEY_LOG_LEVEL": "warning", **extra})
-    return env
-
-
-class Cluster:
-    def __init__(self, tmp_path: Path, database: str, redis_url: str, n: int = 3, **extra: str) -> None:
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.urls: list[str] = []
-        for i in range(n):
-            data_dir = tmp_path / f"p{i}"  # each its own data dir: nothing shared through it
-            data_dir.mkdir()
-            port = free_port()
-            self.urls.append(f"http://127.0.0.1:{port}")
-            self.procs.append(subprocess.Popen(
-                [*_command(), "serve", "--host", "127.0.0.1", "--port", str(port)],
-                env=_env(data_dir, database, redis_url, **extra), cwd=data_dir,
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
-
-    async def wait_healthy(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient(timeout=2) as c:
-            for url, proc in zip(self.urls, self.procs, strict=True):
-                while True:
-                    if proc.poll() is not None:
-                        raise RuntimeError(f"parley serve exited: {proc.stderr.read().decode() if proc.stderr else ''}")
-                    try:
-                        if (await c.get(f"{url}/healthz")).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"{url} did not become healthy")
-                    await asyncio.sleep(0.1)
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
 
 
 @pytest.fixture

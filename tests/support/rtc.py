@@ -13,7 +13,7 @@ from aiortc import MediaStreamTrack, RTCSessionDescription
 from parley.audio.levels import dbfs
 from parley.audio.pcm import SAMPLE_RATE
 from parley.engine.webrtc import FRAME_SAMPLES, MicReceiver, PacedAudioTrack, set_jitter_buffer
-from parley.ice import peer_connection
+from parley.ice import peer_connection, pin_host_addresses
 
 
 class PcmTrack(PacedAudioTrack):
@@ -46,7 +46,10 @@ class RtcPeer:
     """Offer, data channel `oai-events`, a speaking microphone and a listening ear."""
 
     def __init__(self) -> None:
-        self.pc = peer_connection()  # no ICE servers: loopback host candidates only
+        # No ICE servers: loopback host candidates only (pinned here too, for a test process that
+        # runs no engine itself and so never pinned them).
+        pin_host_addresses(["127.0.0.1"])
+        self.pc = peer_connection()
         self.mic = PcmTrack()
         self.pc.addTrack(self.mic)
         self.channel = self.pc.createDataChannel("oai-events")

@@ -111,3 +111,18 @@ async def eventually(check: Any, timeout: float = 10.0, interval: float = 0.1) -
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(f"condition not met within {timeout} s (last: {value!r})")
         await asyncio.sleep(interval)
+
+
+def conversation(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(item id, role) in conversation order, as the caller's data channel placed them."""
+    order: list[str] = []
+    roles: dict[str, str] = {}
+    for e in events:
+        if e["type"] != "conversation.item.added":
+            continue
+        item, previous = e["item"], e.get("previous_item_id")
+        if item["id"] in roles:
+            continue
+        roles[item["id"]] = item.get("role") or ("tool" if item["type"] == "function_call_output" else "assistant")
+        order.insert(order.index(previous) + 1 if previous in order else len(order) if previous else 0, item["id"])
+    return [(i, roles[i]) for i in order]

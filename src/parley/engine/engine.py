@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -50,6 +51,9 @@ class Engine:
         self.calls: dict[str, AnyCall] = {}
         self.sip: SipListener | None = None  # when settings.sip_addr is set, while the app runs
         self.late_frames = 0  # agent audio frames sent more than a frame late, over ended calls
+        # How to cut each open sideband, by call id, and calls whose sideband is refused for now.
+        self.sidebands: dict[str, set[Callable[[], None]]] = {}
+        self.sidebands_held: set[str] = set()
         if self.settings.ice_hosts:
             pin_host_addresses(self.settings.ice_hosts)
 
@@ -130,8 +134,24 @@ class Engine:
             raise
         return call, answer
 
+    def drop_sidebands(self, call_id: str, *, hold: bool = False) -> int:
+        """Close a live call's sidebands as a restarting upstream would (1012: service restart), the
+        call going on: from this event on they get nothing more (what they were sent still goes out
+        first). With `hold`, refuse new ones (503) until `release_sidebands`. For operators and fault
+        tests; how many were closed."""
+        if hold:
+            self.sidebands_held.add(call_id)
+        cuts = list(self.sidebands.get(call_id, ()))
+        for cut in cuts:
+            cut()
+        return len(cuts)
+
+    def release_sidebands(self, call_id: str) -> None:
+        self.sidebands_held.discard(call_id)
+
     def call_ended(self, call: AnyCall) -> None:
         self.calls.pop(call.id, None)
+        self.sidebands_held.discard(call.id)
         self.late_frames += call.track.late_frames
 
 

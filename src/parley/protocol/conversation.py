@@ -7,7 +7,8 @@ no sockets and no clock: `now` (any clock the caller likes) only stamps new item
 The state owns the rules every reader needs the same way:
 
 - item order by `previous_item_id` (null: the first item; unknown or absent: the end), not by
-  arrival; an item a response mentions before the conversation places it waits at the end;
+  arrival; an item a response mentions before the conversation places it waits at the end; a
+  retrieved item the reader missed (`conversation.item.retrieved`) goes before the one naming it;
 - out-of-band responses (`conversation_id` null) keep their items to themselves;
 - when an item is complete with its words: typed text at once, a user's audio when its transcript
   arrives (or fails, or the session does not transcribe), an answer at its `done`;
@@ -242,6 +243,8 @@ class ConversationState:
             # The conversation says where an item a response mentioned first belongs.
             self._order.remove(item_id)
             self._place(item, prev, explicit=True)
+        elif explicit and prev is not None and prev not in self._items and prev != item_id:
+            item.previous_item_id = prev  # one this reader missed: where a retrieved copy of it goes
         self._update(item, wire)
         return item
 
@@ -390,13 +393,24 @@ class ConversationState:
         wire = event.get("item")
         if not isinstance(wire, dict):
             raise TypeError("'item' is not an object")
-        item = self.get(_str(wire.get("id")))
+        item_id = _str(wire.get("id"))
+        item = self.get(item_id)
         if item is not None and item.truncated_ms is not None:
             # Parley's engine trims a cut answer's transcript to what was played: the words heard.
             # OpenAI documents removing it instead; then the estimate from the audio stands.
             words = content_text(wire)
             if words:
                 item.heard = words
+        elif item_id and (item is None or item_id not in self._completed):
+            # Backfill by a reader that missed events. The copy names no previous item: an unknown
+            # one goes just before the item that named it as its previous, else at the end.
+            if item is None:
+                item = self._items[item_id] = Item(id=item_id, created_at=self._now)
+                after = next((i for i in self._order if self._items[i].previous_item_id == item_id), None)
+                self._order.insert(self._order.index(after) if after is not None else len(self._order), item_id)
+                out.append(ch.ItemPlaced(item, None))
+            self._update(item, wire)
+            self._check_complete(item, out)
         out.append(ch.ItemRetrieved(item, wire))
 
     def _truncated(self, event: ServerEvent, out: list[ch.Change]) -> None:

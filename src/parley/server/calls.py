@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from parley.apps.negotiator.agent import EscalationError, NegotiatorAgent
-from parley.apps.scenarios import Persona
+from parley.apps.scenarios import Persona, get_persona
 from parley.protocol import changes as ch
 from parley.protocol import ids
 from parley.protocol.pricing import PriceTable
@@ -37,11 +37,12 @@ from .metrics import Metrics
 from .personas import CallPersona, find_persona, persona_session
 from .recorder import Recorder
 from .settings import ServerSettings
-from .upstream import Upstream, UpstreamError
+from .takeover import Takeover
+from .upstream import CALL_GONE, Upstream, UpstreamError
 
 log = logging.getLogger(__name__)
 
-SIDEBAND_RECONNECTS = 3
+SIDEBAND_RECONNECT_SECONDS = 30.0  # how long a dropped sideband is retried while the upstream has the call
 # Close codes after which the call may well go on without us (abnormal closure, server errors, restarts).
 ABNORMAL_CLOSES = frozenset({1006, 1011, 1012, 1013, 1014})
 
@@ -127,6 +128,12 @@ class CallManager:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self.day_costs: DayCosts = day_costs or StoredDayCosts(store)
+        self.takeover = Takeover(self) if hub is not None else None  # shared mode: dead processes' calls
+        self.commands: Any = None  # shared.commands.Commands: commands for calls held here
+        if hub is not None:
+            from .shared.commands import Commands  # (redis-py: only in shared mode)
+
+            self.commands = Commands(hub, self._command)
         metrics.gauge("parley_calls_active", lambda: float(self.active_count()))
 
     def active_count(self) -> int:
@@ -137,26 +144,26 @@ class CallManager:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self.hub is None:
+        if self.takeover is None:
             ended = await self.store.end_stale_calls()
-        else:  # other processes' calls go on: only those of processes that died are over
-            ended = await self._end_orphans()
-        if ended:
-            log.info("marked %d calls left active by a previous run as ended (server_restart)", ended)
+            if ended:
+                log.info("marked %d calls left active by a previous run as ended (server_restart)", ended)
+        else:  # other processes' calls go on; those of processes that died are taken over
+            assert self.commands is not None
+            await self.commands.start()
+            claimed = await self.takeover.sweep()
+            if claimed:
+                log.info("took over %d calls of processes that stopped", claimed)
+            self.takeover.start()
         self._sweeper = asyncio.create_task(self._sweep())
-
-    async def _end_orphans(self) -> int:
-        """Shared mode: end the active calls whose owner process no longer beats in Redis.
-
-        (Taking such calls over, instead of ending them, is the next step of shared mode.)"""
-        owners = await self.store.active_owners()
-        alive = await self.hub.alive([o for o in owners if o is not None and o != self.owner])
-        dead = [o for o in owners if o != self.owner and o not in alive]
-        return await self.store.end_calls_of(dead, "server_restart") if dead else 0
 
     async def shutdown(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self.takeover is not None:
+            await self.takeover.stop()
+        if self.commands is not None:
+            await self.commands.stop()
         await asyncio.gather(*(self.end(c, "server_shutdown") for c in list(self.live)),
                              *(b.end("server_shutdown") for b in list(self.bridged.values())), return_exceptions=True)
         for call in list(self.direct.values()):
@@ -298,6 +305,25 @@ class CallManager:
         self.live[call_id] = live
         live.task = asyncio.create_task(self._run(live), name=f"sideband-{call_id}")
         live.timer = asyncio.create_task(self._deadline(live), name=f"deadline-{call_id}")
+        if self.takeover is not None:
+            await self.takeover.remember(call_id, principal.limit_key)
+        return live
+
+    async def adopt(self, row: Any, conn: Any, *, limit_key: str, persona: CallPersona, deadline: float,
+                    items: list[Any]) -> LiveCall:
+        """Hold a call on record that another process held (it died; `parley.server.takeover`): its
+        sideband `conn` re-attached, recording and caps carried on from the stored row and items."""
+        live = LiveCall(row.id, row.user_id, limit_key, row.upstream_call_id, conn=conn, caller=row.caller)
+        live.recorder = self._recorder(row.id, persona, row.model, send=self._sender(live),
+                                       on_cost=lambda: self._check_costs(live))
+        live.recorder.resume(items)
+        live.recorder.cost = row.cost_usd
+        live.agent = self._agent(row.id, persona, live.recorder, send=self._sender(live))
+        await self.slots.try_take(limit_key, row.id, 10**6)  # its slot lapsed with the dead process
+        self.live[row.id] = live
+        live.task = asyncio.create_task(self._run(live), name=f"sideband-{row.id}")
+        live.timer = asyncio.create_task(self._deadline(live, deadline), name=f"deadline-{row.id}")
+        await self._resume(live)
         return live
 
     @staticmethod
@@ -307,19 +333,33 @@ class CallManager:
         return send
 
     async def _reconnect(self, live: LiveCall) -> bool:
-        """The sideband dropped without a close (network trouble), the call may go on: open it again."""
-        while live.reconnects < SIDEBAND_RECONNECTS and live.end_reason is None:
-            live.reconnects += 1
-            await asyncio.sleep(0.25 * 2 ** (live.reconnects - 1))
+        """The sideband dropped without a close (network trouble, the upstream restarting it), the call
+        may go on: open it again, with backoff, while the upstream still has the call; then backfill."""
+        deadline, attempt = time.monotonic() + SIDEBAND_RECONNECT_SECONDS, 0
+        while time.monotonic() < deadline and live.end_reason is None:
+            live.reconnects, attempt = live.reconnects + 1, attempt + 1
+            await asyncio.sleep(min(2.0, 0.25 * 2 ** min(attempt - 1, 4)))
             try:
                 live.conn = await self.upstream.sideband(live.upstream_call_id, self_url=live.self_url)
             except UpstreamError as exc:
                 log.info("call %s: sideband reconnect %d failed: %s", live.id, live.reconnects, exc.message)
+                if exc.code == CALL_GONE:
+                    return False
                 continue
             log.info("call %s: sideband reconnected", live.id)
             self.metrics.inc("parley_upstream_errors_total", operation="sideband", status="reconnected")
+            await self._resume(live)
             return True
         return False
+
+    async def _resume(self, live: LiveCall) -> None:
+        """A sideband (re)attached after a gap: ask for what was missed; whether a response is still
+        active is unknown (if one is, a response.create earns an error the agent answers by waiting)."""
+        asked = await live.recorder.backfill()
+        if asked:
+            log.info("call %s: backfilling %d items", live.id, asked)
+        if live.agent is not None:
+            live.agent.forget_response()
 
     async def _run(self, live: LiveCall) -> None:
         from websockets.exceptions import ConnectionClosed
@@ -370,10 +410,14 @@ class CallManager:
                 self.metrics.inc("parley_calls_ended_total", reason=reason.split(":")[0])
         except Exception:
             log.exception("call %s: could not record its end", live.id)
+        if self.takeover is not None:
+            with contextlib.suppress(Exception):
+                await self.takeover.forget(live.id)
         live.closed.set()
 
-    async def _deadline(self, live: LiveCall) -> None:
-        await asyncio.sleep(self.settings.max_call_seconds)
+    async def _deadline(self, live: LiveCall, at: float | None = None) -> None:
+        """End the call at its duration cap (`at`: a time.monotonic() instant; else from now)."""
+        await asyncio.sleep(self.settings.max_call_seconds if at is None else max(0.0, at - time.monotonic()))
         self.metrics.inc("parley_caps_total", cap="max_duration")
         await self.end(live.id, "max_duration")
 
@@ -422,6 +466,11 @@ class CallManager:
 
     async def escalate(self, call_id: str) -> Persona:
         live: LiveCall | BridgedCall | None = self.live.get(call_id) or self.bridged.get(call_id)
+        if live is None and self.commands is not None:
+            row = await self.store.get_call(call_id)
+            if row is not None and row.status == "active" and self._elsewhere(row):
+                assert row.owner is not None  # its agent is at its owner: the command goes there
+                return get_persona((await self.commands.send(row.owner, "escalate", call_id))["persona"])
         if live is None:
             direct = self.direct.get(call_id)
             if direct is not None:
@@ -551,11 +600,12 @@ class CallManager:
         if row.status != "active":
             raise ApiError(409, f"The call is over ({row.end_reason or row.status}).", "call_not_active")
         persona = find_persona(row.personas[-1]["id"] if row.personas else row.persona)
-        items = await self.store.items(call_id)
+        items = await self.store.items(call_id, pending=True)
         call = DirectCall(row.id, row.user_id, principal.limit_key, persona, row.model,
                           created=row.created_at.timestamp(), upstream_call_id=row.upstream_call_id,
                           events=row.events_received)
-        call.recorder = self._recorder(call.id, persona, row.model, start_seq=max((i.seq for i in items), default=0.0))
+        call.recorder = self._recorder(call.id, persona, row.model)
+        call.recorder.resume(items)
         call.recorder.cost = row.cost_usd
         call.agent = self._agent(call.id, persona, call.recorder)
         self.direct[call_id] = call
@@ -612,7 +662,31 @@ class CallManager:
             await self.slots.release(call_id)
             await self.store.end_call(call_id, reason="hangup")
             return "ended", "hangup"
+        if row.status == "active" and self._elsewhere(row) and row.upstream_call_id:
+            if self.upstream.kind != "local":
+                # Straight to the upstream (safe: a hangup is idempotent). The end is on record first,
+                # so the owner, seeing its sideband close, records nothing else.
+                await self.store.end_call(call_id, reason="hangup")
+                await self._hangup_quietly(row.upstream_call_id)
+                return "ended", "hangup"
+            assert self.commands is not None and row.owner is not None  # the owner's own engine has it
+            await self.commands.send(row.owner, "hangup", call_id)
+            row = await self.store.get_call(call_id) or row
         return row.status, row.end_reason
+
+    def _elsewhere(self, row: Any) -> bool:
+        """Shared mode: a server-held call another process holds."""
+        return self.hub is not None and row.kind == "server" and row.owner is not None and row.owner != self.owner
+
+    async def _command(self, op: str, call_id: str) -> dict[str, Any]:
+        """A command from another process for a call this one holds (`shared.commands`)."""
+        if op == "escalate":
+            persona = await self.escalate(call_id)
+            return {"persona": persona.id}
+        if op == "hangup":
+            await self.end(call_id, "hangup")
+            return {}
+        raise ApiError(400, f"Unknown command {op!r}.", "bad_command")
 
     async def _sweep(self) -> None:
         """Browser-direct calls that stopped reporting, and ones past the duration cap, are over."""
@@ -629,8 +703,6 @@ class CallManager:
                         await self._end_direct(call, "max_duration", cap=True)
                     elif not await self.slots.holds(call.id):
                         await self._end_direct(call, "idle")
-                if self.hub is not None:
-                    await self._end_orphans()
             except Exception:
                 log.exception("the call sweeper failed")
 

@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    delete,
     event,
     func,
     or_,
@@ -92,7 +93,7 @@ class TranscriptItem(Base):
     kind: Mapped[str] = mapped_column(String(32))  # message | function_call | function_call_output
     persona: Mapped[str | None] = mapped_column(String(128), nullable=True)
     text: Mapped[str] = mapped_column(Text, default="")
-    status: Mapped[str] = mapped_column(String(16), default="completed")  # completed | incomplete | failed | truncated | deleted
+    status: Mapped[str] = mapped_column(String(16), default="completed")  # completed | incomplete | failed | truncated | deleted | pending
     data: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     audio_end_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -291,6 +292,21 @@ class Store:
                                      .values(status="ended", end_reason=reason, ended_at=utcnow()))
             return int(getattr(result, "rowcount", 0) or 0)
 
+    async def active_calls_not_of(self, owner: str) -> list[Call]:
+        """The calls in progress that another process (or none) holds."""
+        async with self.sessions() as s:
+            return list(await s.scalars(select(Call).where(Call.status == "active",
+                                                           or_(Call.owner != owner, Call.owner.is_(None)))))
+
+    async def claim_call(self, call_id: str, was: str | None, owner: str) -> bool:
+        """Make `owner` the holder of an active call still held by `was`; False when another process
+        claimed it first (or it ended). One conditional UPDATE: of processes racing, one wins."""
+        held = Call.owner.is_(None) if was is None else Call.owner == was
+        async with self.sessions.begin() as s:
+            result = await s.execute(update(Call).where(Call.id == call_id, Call.status == "active", held)
+                                     .values(owner=owner))
+            return bool(getattr(result, "rowcount", 0))
+
     async def set_owner(self, call_id: str, owner: str | None) -> None:
         async with self.sessions.begin() as s:
             await s.execute(update(Call).where(Call.id == call_id).values(owner=owner))
@@ -338,10 +354,19 @@ class Store:
             await s.execute(update(TranscriptItem).where(TranscriptItem.call_id == call_id,
                                                          TranscriptItem.item_id == item_id).values(**values))
 
-    async def items(self, call_id: str) -> list[TranscriptItem]:
+    async def delete_item(self, call_id: str, item_id: str) -> None:
+        async with self.sessions.begin() as s:
+            await s.execute(delete(TranscriptItem).where(TranscriptItem.call_id == call_id,
+                                                         TranscriptItem.item_id == item_id))
+
+    async def items(self, call_id: str, *, pending: bool = False) -> list[TranscriptItem]:
+        """The call's transcript in order; with `pending`, also the items placed whose words have not
+        arrived (the recorder's bookmarks, see `parley.server.recorder`)."""
+        query = select(TranscriptItem).where(TranscriptItem.call_id == call_id)
+        if not pending:
+            query = query.where(TranscriptItem.status != "pending")
         async with self.sessions() as s:
-            rows = await s.scalars(select(TranscriptItem).where(TranscriptItem.call_id == call_id)
-                                   .order_by(TranscriptItem.seq, TranscriptItem.id))
+            rows = await s.scalars(query.order_by(TranscriptItem.seq, TranscriptItem.id))
             return list(rows)
 
     # usage ----------------------------------------------------------------------------------------

@@ -18,6 +18,9 @@ _DEFS: dict[str, tuple[str, str]] = {
     "parley_tokens_total": ("counter", "Tokens used by recorded responses, by direction."),
     "parley_cost_usd_total": ("counter", "Dollars of recorded usage (responses and transcription)."),
     "parley_transcript_items_total": ("counter", "Transcript items stored."),
+    "parley_backfill_requests_total": ("counter", "Items asked of the upstream after a gap in a call's events, by why "
+                                                  "(pending: placed, not complete; previous: named, never seen)."),
+    "parley_takeovers_total": ("counter", "Calls of a dead process this process took over, by outcome."),
     "parley_invalid_events_total": ("counter", "Server events a recorder could not read (malformed), counted and skipped."),
     "parley_recorder_errors_total": ("counter", "Events whose recording failed with an error (a bug; logged)."),
     "parley_tool_calls_total": ("counter", "Function calls the server answered, by name."),

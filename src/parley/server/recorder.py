@@ -6,10 +6,15 @@ conversation order; a truncated answer as the words that were heard; a deletion;
 usage and cost, and each transcription's. It reads the same GA events whether they come from the
 sideband of a server-held call or from a browser reporting its data channel.
 
+An item's place is stored the moment the conversation places it (a `pending` row: id, role,
+order, no words yet), its words when it completes. So a recorder that missed events (a sideband
+that dropped, a process that took the call over from a dead one) knows what it must ask for.
+
 It acts on nothing: what a persona's tools do and who speaks next belong to the call's app
 (`parley.apps.negotiator.agent`), which reads the same changes. The one request it makes (with
-`send`, on a server-held call) is `conversation.item.retrieve` for a truncated answer, whose
-heard words only the upstream knows.
+`send`, on a server-held call) is `conversation.item.retrieve`: for a truncated answer, whose
+heard words only the upstream knows; after a gap (`backfill`), for each item placed but not
+complete; and for each previous item an event names that it never saw.
 
 It never swallows an exception: malformed input is the protocol's invalid-event change (counted in
 `parley_invalid_events_total`); anything else is a bug and propagates to its caller.
@@ -26,7 +31,7 @@ from typing import Any
 from parley.protocol import changes as ch
 from parley.protocol.conversation import ConversationState, Item
 from parley.protocol.pricing import PriceTable
-from parley.protocol.server_events import ServerEvent
+from parley.protocol.server_events import ServerEvent, read_server_event
 
 from .db import ItemRecord, Store
 from .errors import scrub
@@ -36,6 +41,9 @@ log = logging.getLogger(__name__)
 
 MAX_TEXT = 20_000
 MAX_ID = 128
+PENDING = "pending"  # a placed item whose words have not arrived (hidden from the transcript)
+# Events that name an item's previous item.
+PLACING = frozenset({"conversation.item.added", "conversation.item.done", "input_audio_buffer.committed"})
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
@@ -85,13 +93,47 @@ class Recorder:
         self._stored: dict[str, tuple[str, str]] = {}  # item id -> (text, status) as stored
         self._persona_of: dict[str, str] = {}  # response or item id -> the persona that spoke it
         self._started: dict[str, dt.datetime] = {}
+        self._asked: set[str] = set()  # items retrieved for a backfill, not yet answered
 
     async def handle(self, event: ServerEvent | dict[str, Any] | str | bytes) -> list[ch.Change]:
         """Record one server event; the changes it made (for the call's app to act on)."""
+        if not isinstance(event, ServerEvent):
+            event = read_server_event(event)
         changes = self.state.apply(event, self.clock())
         for change in changes:
             await self._record(change)
+        if event.type in PLACING:
+            previous = event.get("previous_item_id")
+            if isinstance(previous, str) and previous and previous not in self.state and previous not in self._seq:
+                await self._ask(previous, "previous")  # an item this recorder missed
         return changes
+
+    def resume(self, items: list[Any]) -> None:
+        """Carry on a call already on record (`Store.items(pending=True)`): its items as stored."""
+        for row in items:
+            self._seq[row.item_id] = row.seq
+            self._stored[row.item_id] = (row.text, row.status)
+            self._base = max(self._base, row.seq)
+
+    @property
+    def pending(self) -> list[str]:
+        """The items placed on record whose words have not arrived."""
+        return [i for i, (_text, status) in self._stored.items() if status == PENDING]
+
+    async def backfill(self) -> int:
+        """After a gap in the events: ask the upstream for every item placed but not complete
+        (items it never placed are asked for when a later event names them). How many asked."""
+        self._asked.clear()
+        pending = self.pending
+        for item_id in pending:
+            await self._ask(item_id, "pending")
+        return len(pending)
+
+    async def _ask(self, item_id: str, why: str) -> None:
+        if self.send is not None and item_id not in self._asked:
+            self._asked.add(item_id)
+            self.metrics.inc("parley_backfill_requests_total", reason=why)
+            await self.send({"type": "conversation.item.retrieve", "item_id": item_id})
 
     def set_persona(self, persona: str) -> None:
         """The call's app handed the call to `persona`: what is said from now on is theirs."""
@@ -104,6 +146,7 @@ class Recorder:
             self._started[change.item.id] = dt.datetime.fromtimestamp(change.item.created_at, dt.UTC)
             rid = change.item.response_id
             self._persona_of[change.item.id] = self._persona_of.get(rid, self.persona) if rid else self.persona
+            await self._placed(change.item)
         elif isinstance(change, ch.ItemCompleted):
             await self._completed(change)
         elif isinstance(change, ch.ItemTruncated):
@@ -176,13 +219,19 @@ class Recorder:
             status = "completed" if item.status == "completed" else "incomplete"
         await self._save(item, role, kind, text[:MAX_TEXT], status, data)
 
+    async def _placed(self, item: Item) -> None:
+        """Store where a new item goes, before its words arrive (a later recorder may need it)."""
+        if not item.out_of_band and item.id[:MAX_ID] not in self._seq:
+            role, kind = _role_kind(item)
+            await self._save(item, role, kind, "", PENDING, None)
+
     async def _save(self, item: Item, role: str, kind: str, text: str, status: str,
                     data: dict[str, Any] | None) -> None:
         item_id = item.id[:MAX_ID]
-        if self._stored.get(item_id) == (text, status):
+        before = self._stored.get(item_id)
+        if before == (text, status):
             return
-        first = item_id not in self._seq
-        if first:
+        if item_id not in self._seq:
             self._seq[item_id] = self._position(item)
         await self.store.save_item(self.call_id, ItemRecord(
             item_id=item_id, seq=self._seq[item_id], role=role, kind=kind,
@@ -191,12 +240,13 @@ class Recorder:
             audio_end_ms=int(item.truncated_ms) if item.truncated_ms is not None else None,
             started_at=self._started.get(item.id)))
         self._stored[item_id] = (text, status)
-        if first:
+        self._asked.discard(item_id)
+        if status != PENDING and (before is None or before[1] == PENDING):
             self.metrics.inc("parley_transcript_items_total", role=role)
 
     async def _truncated(self, change: ch.ItemTruncated) -> None:
         item_id = change.item_id[:MAX_ID]
-        if item_id in self._stored:
+        if item_id in self._stored and self._stored[item_id][1] != PENDING:
             text, _status = self._stored[item_id]
             await self.store.update_item(self.call_id, item_id, status="truncated", audio_end_ms=change.audio_end_ms)
             self._stored[item_id] = (text, "truncated")
@@ -217,7 +267,10 @@ class Recorder:
 
     async def _deleted(self, item_id: str) -> None:
         item_id = item_id[:MAX_ID]
-        if item_id in self._stored:
+        if self._stored.get(item_id, ("", ""))[1] == PENDING:  # never had words: no trace of it
+            await self.store.delete_item(self.call_id, item_id)
+            del self._stored[item_id], self._seq[item_id]
+        elif item_id in self._stored:
             await self.store.update_item(self.call_id, item_id, status="deleted")
             self._stored[item_id] = (self._stored[item_id][0], "deleted")
 

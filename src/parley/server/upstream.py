@@ -39,6 +39,9 @@ LOCAL_BASE = "http://parley-engine.internal/v1"
 upstream_time: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("upstream_time", default=None)
 
 
+CALL_GONE = "upstream_call_gone"  # an UpstreamError's code: the upstream has no such call (any more)
+
+
 class UpstreamError(ApiError):
     """The upstream failed (502, 504), or refused what we sent on the caller's behalf (400)."""
 
@@ -276,7 +279,7 @@ class Upstream:
             except Exception as exc:
                 if _status_of(exc) == 404:
                     self.metrics.inc("parley_upstream_errors_total", operation=operation, status="404")
-                    raise UpstreamError(502, "The upstream has no such call for the sideband.", "upstream_error") from None
+                    raise UpstreamError(502, "The upstream has no such call for the sideband.", CALL_GONE) from None
                 raise self._error(operation, exc) from None
 
     def calls_url(self, request_base: str) -> str:

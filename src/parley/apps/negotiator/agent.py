@@ -141,6 +141,11 @@ class NegotiatorAgent:
             await self.switch_persona(switch_to)
         await self.request_response()
 
+    def forget_response(self) -> None:
+        """Events were missed (a sideband gap): the response thought active may have ended unseen."""
+        self.active_response = None
+        self.idle.set()
+
     # -- acting ---------------------------------------------------------------------------------
 
     async def request_response(self) -> None:

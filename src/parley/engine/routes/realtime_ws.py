@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
@@ -42,8 +43,14 @@ async def realtime(websocket: WebSocket) -> None:
             await websocket.send_denial_response(error_response(
                 404, "No session found for the provided call_id", "call_id_not_found", param="call_id"))
             return
+        if call.id in engine.sidebands_held:
+            await websocket.send_denial_response(error_response(
+                503, "The call's sideband is restarting; try again shortly.", "sideband_unavailable"))
+            return
         await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
-        await _sideband(websocket, call)
+        await _sideband(websocket, call, engine.sidebands.setdefault(call.id, set()))
+        if not engine.sidebands.get(call.id):
+            engine.sidebands.pop(call.id, None)
         return
     config: SessionConfig
     if secret is not None:
@@ -79,11 +86,19 @@ async def realtime(websocket: WebSocket) -> None:
         await runner.close("client_disconnected")
 
 
-async def _sideband(websocket: WebSocket, call: AnyCall) -> None:
-    """A server's control connection to a live call: every event out, client events in."""
+async def _sideband(websocket: WebSocket, call: AnyCall, cuts: set[Callable[[], None]]) -> None:
+    """A server's control connection to a live call: every event out, client events in. `cuts` holds,
+    while it is open, how to cut it off (Engine.drop_sidebands)."""
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
     stop = call.runner.listen(queue.put_nowait)
     queue.put_nowait(ev.session_created(call.session.resource()))
+    close = (1000, call.end_reason or "")
+
+    def cut() -> None:
+        nonlocal close
+        stop()  # nothing after this event; what was queued still goes
+        close = (1012, "sideband restart")
+        queue.put_nowait(None)
 
     async def pump_out() -> None:
         while (event := await queue.get()) is not None:
@@ -93,6 +108,7 @@ async def _sideband(websocket: WebSocket, call: AnyCall) -> None:
         await call.ended.wait()
         queue.put_nowait(None)
 
+    cuts.add(cut)
     sender = asyncio.create_task(pump_out())
     watcher = asyncio.create_task(end_with_call())
     try:
@@ -109,11 +125,14 @@ async def _sideband(websocket: WebSocket, call: AnyCall) -> None:
     except WebSocketDisconnect:
         pass
     finally:
-        stop()
+        cuts.discard(cut)
+        with contextlib.suppress(ValueError):
+            stop()
         watcher.cancel()
         sender.cancel()
+        code, reason = close if close[0] != 1000 else (1000, call.end_reason or "")
         with contextlib.suppress(Exception):
-            await websocket.close(code=1000, reason=call.end_reason or "")
+            await websocket.close(code=code, reason=reason)
 
 
 async def _close_when_done(websocket: WebSocket, runner: SessionRunner) -> None:
