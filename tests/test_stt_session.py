@@ -24,7 +24,7 @@ from parley.engine.responders.base import TextDelta
 from parley.engine.session import StartResponse, Transcribe
 from parley.engine.speech import stt
 from support.session import Harness, Mic, ScriptedDetector, error_of, is_type, only, speech_between, types
-from support.speech import speech_pcm24k
+from support.speech import silence, speech_pcm24k
 
 PROMPT = "Northwind Cable, Fiber Basic, Unlimited Max, Marco, Sarah, autopay, $94.99 a month."
 PHRASE = "I would like to lower my monthly bill"
@@ -197,14 +197,36 @@ def test_a_sure_quick_transcript_is_final(make: Callable[..., Harness]) -> None:
 
 def test_a_failed_careful_pass_leaves_the_quick_words(make: Callable[..., Harness]) -> None:
     h = make(transcription(SHORT_WINDOW_MS))
-    got = Mic(h, speech_pcm24k(PHRASE, tail_silence_ms=1500)).until(is_type("input_audio_buffer.speech_stopped"))
-    quick = only(got, "Transcribe")
+    mic = Mic(h, speech_pcm24k(PHRASE, tail_silence_ms=1500))
+    quick = only(mic.until(is_type("Transcribe")), "Transcribe")
     h.s.transcription_result(quick.item_id, quick.attempt, PHRASE, sure=False)
     careful = only(h.take(), "Transcribe")
     h.s.transcription_result(careful.item_id, careful.attempt, None, error="the model failed")
-    out = h.take()
+    out = mic.until(is_type("StartResponse"))
     assert only(out, "conversation.item.input_audio_transcription.completed")["transcript"] == PHRASE
-    assert "StartResponse" in types(out)
+
+
+def test_an_unsure_quick_pass_too_late_for_a_careful_one_stands(make: Callable[..., Harness]) -> None:
+    # the quick pass took most of the short window: a careful pass (CAREFUL_COST times as long)
+    # would end after it, and only make the answer later
+    h = make(transcription(SHORT_WINDOW_MS), detector=ScriptedDetector(speech_between(320, 1600)))
+    mic = Mic(h, tone((0.32, 1.6)))
+    quick = only(mic.until(is_type("Transcribe")), "Transcribe")
+    h.s.receive_audio(silence(60))  # session time the quick pass took
+    assert h.take() == []
+    h.s.transcription_result(quick.item_id, quick.attempt, HEARD_QUICKLY, sure=False)
+    assert h.take() == []  # no careful pass asked for
+    got = mic.until(is_type("StartResponse"))
+    assert only(got, "conversation.item.input_audio_transcription.completed")["transcript"] == HEARD_QUICKLY
+    assert "Transcribe" not in types(got)
+    # and after the turn, an unsure quick pass (a late speculative one) is final at once
+    h2 = make(transcription(SHORT_WINDOW_MS), detector=ScriptedDetector(speech_between(320, 1600)))
+    mic2 = Mic(h2, tone((0.32, 1.6)))
+    got = mic2.until(is_type("input_audio_buffer.speech_stopped"))
+    late = only(got, "Transcribe")
+    h2.s.transcription_result(late.item_id, late.attempt, HEARD_QUICKLY, sure=False)
+    out = h2.take()
+    assert "Transcribe" not in types(out) and "StartResponse" in types(out)
 
 
 def test_speech_resuming_drops_the_careful_pass(make: Callable[..., Harness]) -> None:

@@ -42,6 +42,9 @@ MAX_BUFFER_MS = 15 * 60 * 1000
 #: A silence window at least this long leaves time for the careful pass (beam 5, 1.3-1.6x the quick
 #: one) to run straight away on the speculative cut, so every turn gets it, not only unsure ones.
 CAREFUL_WINDOW_MS = 400
+#: What the careful pass costs, in units of the quick one (measured 1.3-1.6x): after an unsure quick
+#: pass, a careful one runs only if this much of the quick pass's time is left of the silence window.
+CAREFUL_COST = 1.6
 
 
 def check_transcription(config: SessionConfig, param: str = "session") -> None:
@@ -69,6 +72,8 @@ class _Stt:
     speculative_until_ms: float | None = None  # audio end of the running speculative attempt
     audio: FloatArray | None = None  # what the current attempt transcribes
     quick_text: str | None = None  # the quick pass's words, while a careful pass is running
+    asked_at_ms: float = 0.0  # session time when the current attempt was asked for
+    window_end_ms: float | None = None  # a speculative attempt's: when its silence window runs out
     text: str | None = None
     error: str | None = None  # a failed speculative attempt, reported once committed
     committed: bool = False
@@ -178,6 +183,7 @@ class SessionInput:
             # user goes on, the attempt is discarded.
             stt.attempt += 1
             stt.speculative_until_ms = pause.voice_end_ms
+            stt.window_end_ms = pause.voice_end_ms + silence_window_ms(td)
             # Into the pause, not to the trimmed end of the voice: on the tuning two-thirds of
             # benchmarks/hearing.py the fading end of the last word is worth ~0.5 WER points.
             self._transcribe(item_id, stt, self._buffer.slice(pause.start_ms, pause.until_ms),
@@ -190,6 +196,7 @@ class SessionInput:
         if stt.speculative_until_ms is not None:
             # Speech resumed: the speculative transcript is stale.
             stt.speculative_until_ms, stt.text, stt.error, stt.quick_text = None, None, None, None
+            stt.window_end_ms = None
             stt.attempt += 1
 
     def _speech_stopped(self, td: TurnDetection, start_ms: float, end_ms: float) -> None:
@@ -257,19 +264,20 @@ class SessionInput:
 
     def _transcribe(self, item_id: str, stt: _Stt, audio: FloatArray, careful: bool = False) -> None:
         tr = self.config.audio.input.transcription
-        stt.audio = audio
+        stt.audio, stt.asked_at_ms = audio, self._buffer.end_ms
         self._emit(Transcribe(item_id, stt.attempt, audio, tr.language if tr else "en", tr.prompt if tr else None,
                               careful))
 
     def transcription_result(self, item_id: str, attempt: int, text: str | None, error: str | None = None,
                              *, sure: bool = True) -> None:
         """The driver's answer to `Transcribe`. `sure=False` (the STT doubted a word of its quick
-        pass): the turn waits for a careful pass of the same audio, whose words are final and
-        are what the responder answers, in place of these."""
+        pass): if a careful pass of the same audio fits in what is left of the silence window, the
+        turn waits for it, and its words are final and are what the responder answers, in place of
+        these; otherwise these stand (a careful pass would only make the answer later)."""
         stt = self._stt.get(item_id)
         if stt is None or stt.done or attempt != stt.attempt:
             return
-        if error is None and not sure and stt.quick_text is None and stt.audio is not None:
+        if error is None and not sure and stt.quick_text is None and stt.audio is not None and self._careful_fits(stt):
             stt.quick_text = text or ""
             self._transcribe(item_id, stt, stt.audio, careful=True)
             return
@@ -283,6 +291,14 @@ class SessionInput:
             return
         if stt.committed:
             self._transcript_ready(item_id, stt)
+
+    def _careful_fits(self, stt: _Stt) -> bool:
+        """In session time (which keeps pace with the caller): the quick pass took now - asked_at;
+        the careful one, CAREFUL_COST times that, must end before the silence window does."""
+        if stt.window_end_ms is None or stt.committed:
+            return False
+        now = self._buffer.end_ms
+        return stt.window_end_ms - now >= CAREFUL_COST * (now - stt.asked_at_ms)
 
     def _transcript_ready(self, item_id: str, stt: _Stt, error: str | None = None) -> None:
         stt.done = True
