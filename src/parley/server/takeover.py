@@ -12,7 +12,7 @@ its recorder from the stored items (placed ones included), backfills what the de
 capping (the deadline is the row's `created_at + max_call_seconds`, the cost the row's) and running
 the persona's agent. A call the upstream no longer has is ended (`server_restart`); so is one the
 server cannot hold again: a browser-direct call (its next report revives it elsewhere, see
-`CallManager._revive`) and a phone call whose audio went through the dead process.
+`DirectCalls._revive`) and a phone call whose audio went through the dead process.
 """
 
 from __future__ import annotations
