@@ -71,6 +71,7 @@ class LiveCall:
     reconnects: int = 0
     started: float = field(default_factory=time.monotonic)
     end_reason: str | None = None
+    handover: bool = False  # shutting down in shared mode: let go of the call, another process holds it on
     task: asyncio.Task[None] | None = None
     timer: asyncio.Task[None] | None = None
     closed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -110,7 +111,7 @@ class CallManager:
         if hub is not None:
             from .shared.commands import Commands  # (redis-py: only in shared mode)
 
-            self.commands = Commands(hub, self._command)
+            self.commands = Commands(hub, self._command, self._announced)
         metrics.gauge("parley_calls_active", lambda: float(self.active_count()))
 
     def active_count(self) -> int:
@@ -141,12 +142,43 @@ class CallManager:
             await self.takeover.stop()
         if self.commands is not None:
             await self.commands.stop()
+        if self.hub is not None and self.upstream.kind != "local" and self.live:
+            # A rolling restart: the calls go on upstream; let go of them and have another process
+            # claim each at once (`hand_over`). (With the in-process engine they end with it.)
+            await self.hand_over()
         await asyncio.gather(*(self.end(c, "server_shutdown") for c in list(self.live)),
                              *(b.end("server_shutdown") for b in list(self.bridged.values())), return_exceptions=True)
         await self.directs.shutdown()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def hand_over(self) -> int:
+        """Shared mode, shutting down: stop holding each server-held call without ending it (its
+        sideband closed, its row's owner cleared), then tell the other processes to claim them now
+        (`Takeover.sweep`; what was said in between is backfilled). How many were handed over."""
+        lives = list(self.live.values())
+        for live in lives:
+            live.handover = True
+        await asyncio.gather(*(self._let_go(live) for live in lives), return_exceptions=True)
+        released = sum(1 for live in lives if live.handover)
+        if released and self.commands is not None:
+            try:
+                await self.commands.broadcast("sweep")
+            except Exception:  # (the others still claim them on their next sweep)
+                log.exception("could not announce the handed-over calls")
+        log.info("handed over %d calls to the other processes", released)
+        return released
+
+    async def _let_go(self, live: LiveCall) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(live.conn.close(), 3)
+        try:
+            await asyncio.wait_for(live.closed.wait(), 5)
+        except TimeoutError:
+            if live.task is not None:
+                live.task.cancel()
+            await asyncio.wait_for(live.closed.wait(), 5)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -321,7 +353,7 @@ class CallManager:
         """The sideband dropped without a close (network trouble, the upstream restarting it), the call
         may go on: open it again, with backoff, while the upstream still has the call; then backfill."""
         deadline, attempt = time.monotonic() + SIDEBAND_RECONNECT_SECONDS, 0
-        while time.monotonic() < deadline and live.end_reason is None:
+        while time.monotonic() < deadline and live.end_reason is None and not live.handover:
             live.reconnects, attempt = live.reconnects + 1, attempt + 1
             await asyncio.sleep(min(2.0, 0.25 * 2 ** min(attempt - 1, 4)))
             try:
@@ -355,6 +387,8 @@ class CallManager:
                 try:
                     raw = await live.conn.recv_bytes()
                 except ConnectionClosed as exc:
+                    if live.handover:
+                        break
                     close = exc.rcvd
                     if close is None or close.code in ABNORMAL_CLOSES:
                         if await self._reconnect(live):
@@ -382,6 +416,9 @@ class CallManager:
 
     async def _finish(self, live: LiveCall, reason: str) -> None:
         self.live.pop(live.id, None)
+        if live.handover and live.end_reason is None:
+            await self._released(live)
+            return
         try:
             await self.slots.release(live.id)
         except Exception:  # (Redis down: the slot's lease lapses by itself)
@@ -398,6 +435,22 @@ class CallManager:
         if self.takeover is not None:
             with contextlib.suppress(Exception):
                 await self.takeover.forget(live.id)
+        live.closed.set()
+
+    async def _released(self, live: LiveCall) -> None:
+        """A call handed over: not ended, its slot and facts left for whoever claims it (the slot is
+        no longer renewed here, so it lapses unless the claimer takes it)."""
+        if live.timer is not None:
+            live.timer.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(live.conn.close(), 3)
+        try:
+            await self.store.set_owner(live.id, None)
+            self.metrics.inc("parley_handovers_total")
+        except Exception:  # its owner's heartbeat lapses instead: taken over as after a crash
+            live.handover = False
+            log.exception("call %s: could not release it for another process", live.id)
+        self.slots.forget(live.id)
         live.closed.set()
 
     async def _deadline(self, live: LiveCall, at: float | None = None) -> None:
@@ -503,6 +556,10 @@ class CallManager:
     def _elsewhere(self, row: Any) -> bool:
         """Shared mode: a server-held call another process holds."""
         return self.hub is not None and row.kind == "server" and row.owner is not None and row.owner != self.owner
+
+    def _announced(self, op: str) -> None:
+        if op == "sweep" and self.takeover is not None:  # a process stopping handed its calls over
+            self.takeover.wake()
 
     async def _command(self, op: str, call_id: str) -> dict[str, Any]:
         """A command from another process for a call this one holds (`shared.commands`)."""
