@@ -233,6 +233,7 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None,
         if hub is not None:
             await hub.start()  # refuses to start (SharedStateError) when Redis does not answer
         await store.start()
+        await upstream.start()  # (a pool: its registry read before the first call)
         await calls.start()
         nested: contextlib.AbstractAsyncContextManager[Any] = (
             engine_app.router.lifespan_context(engine_app) if engine_app is not None else contextlib.nullcontext())
@@ -365,7 +366,7 @@ def run(host: str, port: int) -> None:
 
     db = make_url(settings.database).render_as_string(hide_password=True)
     upstream = {"local": "the local engine, in process at /v1", "openai": f"OpenAI ({settings.openai_base_url})",
-                "url": f"{settings.upstream_url}"}[settings.upstream_kind]
+                "url": f"{settings.upstream_url}", "pool": "the pool of engines registered in Redis"}[settings.upstream_kind]
     log.info("Parley server on http://%s:%d — upstream: %s; database: %s; auth: %s; %s",
              host, port, upstream, db, settings.auth,
              "shared mode (Redis)" if settings.shared else "one process (state in memory)")
