@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "parley"
 def _recorded_reasons() -> set[str]:
     """The reasons in the code: what the server passes when it ends a call, and (as
     `upstream_closed:<why>`) why the engine closes one."""
-    server = "\n".join(line for f in ("calls.py", "db.py", "recorder.py")
+    server = "\n".join(line for f in ("calls.py", "direct_calls.py", "db.py", "recorder.py")
                        for line in (SRC / "server" / f).read_text().splitlines() if "metrics." not in line)
     reasons = set(re.findall(r'(?:reason=|reason = |reason: str = |self\.end\([^,]+, |_end_direct\([^,]+, )"([a-z_]+)"',
                              server))

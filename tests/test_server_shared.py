@@ -35,6 +35,7 @@ from parley.server.shared import (
 )
 from parley.util.serving import free_port
 from support.cluster import SECRET, Cluster, command, serve_env
+from support.server import eventually
 from support.services import postgres_database, redis_server
 
 pytestmark = [pytest.mark.postgres]
@@ -120,6 +121,53 @@ async def test_a_webhook_id_is_acted_on_once_across_processes(redis_url: str) ->
     finally:
         await a.close()
         await b.close()
+
+
+def _samples(text: str, name: str) -> dict[str, float]:
+    """{labels: value} of one metric's samples in a Prometheus page."""
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            key, _, value = line.rpartition(" ")
+            found[key[len(name):]] = float(value)
+    return found
+
+
+async def test_metrics_of_every_process_are_on_each_ones_page(redis_url: str) -> None:
+    from parley.server.metrics import Metrics
+    from parley.server.shared.metrics import SharedMetrics
+
+    hubs = [SharedHub(redis_url, prefix="m") for _ in range(2)]
+    metrics = [Metrics(), Metrics()]
+    shared = [SharedMetrics(hub, m, interval=0.2) for hub, m in zip(hubs, metrics, strict=True)]
+    for hub, sm in zip(hubs, shared, strict=True):
+        await hub.start()
+        await sm.start()
+    try:
+        metrics[0].inc("parley_calls_total", kind="server")
+        metrics[0].inc("parley_calls_total", kind="server")
+        metrics[1].inc("parley_calls_total", kind="server")
+        metrics[1].inc("parley_sessions_total")
+        metrics[1].observe("parley_upstream_seconds", 0.02, operation="calls")
+        await shared[1].publish()
+        page = await shared[0].render()
+        calls = _samples(page, "parley_calls_total")
+        p0, p1 = hubs[0].process_id, hubs[1].process_id
+        assert calls == {f'{{kind="server",process="{p0}"}}': 2.0, f'{{kind="server",process="{p1}"}}': 1.0}, calls
+        assert sum(calls.values()) == 3  # summable over `process`
+        assert _samples(page, "parley_sessions_total") == {f'{{process="{p0}"}}': 0.0, f'{{process="{p1}"}}': 1.0}
+        assert _samples(page, "parley_upstream_seconds_count") == {f'{{operation="calls",process="{p1}"}}': 1.0}
+        # a process that stops drops out once its snapshot lapses
+        await shared[1].stop()
+        await hubs[1].close()
+
+        async def gone() -> bool:
+            return p1 not in await shared[0].render()
+
+        await eventually(gone, timeout=10, interval=0.1)
+    finally:
+        await shared[0].stop()
+        await hubs[0].close()
 
 
 async def test_daily_costs_are_shared_and_filled_from_the_database(redis_url: str, database: str) -> None:
@@ -282,6 +330,19 @@ async def test_three_processes_share_limits_cookies_calls_and_recordings(cluster
         r = await bob.post(f"{c}/api/calls/{first}/hangup")
         assert r.status_code == 200 and r.json()["status"] == "ended", r.text
         assert (await bob.post(f"{b}/api/session", json={})).status_code == 200
+
+        # /metrics at any process: every process's series, labelled, summing to the cluster's counts
+        minted_keys = len(sessions) + 4  # the first user's keys and bob's (one refused above: not minted)
+
+        async def counted() -> dict[str, float] | None:
+            found = _samples((await client.get(f"{c}/metrics")).text, "parley_sessions_total")
+            return found if len(found) == 3 and sum(found.values()) == minted_keys else None
+
+        try:
+            per_process = await eventually(counted, timeout=15, interval=0.2)
+        except TimeoutError:
+            per_process = _samples((await client.get(f"{c}/metrics")).text, "parley_sessions_total")
+        assert len(per_process) == 3 and sum(per_process.values()) == minted_keys, per_process
 
     import asyncpg
 

@@ -23,13 +23,14 @@ def engine(
 ) -> None:
     """Run the local realtime engine alone (OpenAI's /v1/realtime endpoints on local models).
 
-    Without PARLEY_ENGINE_API_KEYS it accepts any non-empty key: keep it on loopback.
+    Without PARLEY_ENGINE_API_KEYS it accepts any non-empty key: keep it on loopback. With
+    PARLEY_ENGINE_REDIS_URL and PARLEY_ENGINE_POOL_URL it joins a pool of engines; SIGTERM drains it.
     """
     from parley.apps.local import local_engine
     from parley.engine.app import create_app
     from parley.util.serving import run_app
 
-    run_app(create_app(local_engine()), host=host, port=port, log_level=log_level)
+    run_app(create_app(local_engine(), standalone=True), host=host, port=port, log_level=log_level)
 
 
 @app.command()

@@ -92,14 +92,17 @@ def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 class EngineProcess:
-    """A standalone `parley engine` on a loopback port: an upstream every server process shares."""
+    """A standalone `parley engine` on a loopback port: an upstream every server process shares
+    (`extra`: more environment, e.g. PARLEY_ENGINE_REDIS_URL to join a pool)."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, **extra: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "PARLEY_"))}
         env.update({"HF_HUB_OFFLINE": "1", "PARLEY_ENGINE_ICE_HOSTS": json.dumps(["127.0.0.1"]),
-                    "PARLEY_ENGINE_WARM_UP": "false"})
+                    "PARLEY_ENGINE_WARM_UP": "false", **extra})
+        if "PARLEY_ENGINE_REDIS_URL" in extra:
+            env.setdefault("PARLEY_ENGINE_POOL_URL", self.url)  # where servers reach it
         data_dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen([*command(), "engine", "--host", "127.0.0.1", "--port", str(self.port),
                                       "--log-level", "warning"], env=env, cwd=data_dir,

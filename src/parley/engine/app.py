@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from parley.engine.engine import ClientSecret, Engine
+from parley.engine.pool import Membership
 from parley.engine.routes import calls, client_secrets, health, realtime_ws, sip_calls
 from parley.engine.settings import EngineSettings
 from parley.engine.speech.local import LocalSpeech
@@ -27,7 +28,9 @@ from parley.http.errors import install_error_handlers
 __all__ = ["ClientSecret", "Engine", "EngineSettings", "create_app"]
 
 
-def create_app(engine: Engine | None = None) -> FastAPI:
+def create_app(engine: Engine | None = None, *, standalone: bool = False) -> FastAPI:
+    """`standalone`: run as `parley engine` (drains on SIGTERM, joins a pool with PARLEY_ENGINE_REDIS_URL),
+    not mounted in a server."""
     engine = engine or Engine()
 
     @contextlib.asynccontextmanager
@@ -53,7 +56,12 @@ def create_app(engine: Engine | None = None) -> FastAPI:
                                      webhook_url=engine.settings.sip_webhook_url,
                                      webhook_secret=secret.get_secret_value() if secret else None)
             await engine.sip.start()
+        membership = Membership(engine) if standalone else None
+        if membership is not None:
+            await membership.start()
         yield
+        if membership is not None:
+            await membership.stop()
         for call in list(engine.calls.values()):
             await call.close("engine_shutdown")
         for runner in list(engine.runners.values()):

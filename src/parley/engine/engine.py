@@ -54,6 +54,11 @@ class Engine:
         # How to cut each open sideband, by call id, and calls whose sideband is refused for now.
         self.sidebands: dict[str, set[Callable[[], None]]] = {}
         self.sidebands_held: set[str] = set()
+        # In a pool of engines (`parley.engine.pool`): the id it names itself by in call ids and keys,
+        # and whether it is draining (SIGTERM: no new calls, the live ones go on).
+        self.pool_id: str | None = None
+        self.draining = False
+        self._idle = asyncio.Event()  # set when the last session ends
         if self.settings.ice_hosts:
             pin_host_addresses(self.settings.ice_hosts)
 
@@ -104,13 +109,16 @@ class Engine:
             self._purged_at = now
             for value in [v for v, s in self._secrets.items() if s.expires_at <= now]:
                 del self._secrets[value]
-        secret = ClientSecret(ids.client_secret(), int(now) + ttl, config)
+        self.check_accepting()
+        secret = ClientSecret(ids.client_secret(self.pool_id), int(now) + ttl, config)
         self._secrets[secret.value] = secret
         return secret
 
     def new_runner(self, session: Session, send: Any, *, beta: bool = False, playout: Any = None) -> SessionRunner:
         def forget(_reason: str) -> None:
             self.runners.pop(session.id, None)
+            if not self.runners:
+                self._idle.set()
 
         runner = SessionRunner(session, send, responder=self.responder, speech=self.speech, beta=beta,
                                playout=playout, on_close=forget)
@@ -122,10 +130,10 @@ class Engine:
         return Session(config, detector=vad.VadStream(SAMPLE_RATE), now=time.time(), playback=playback)
 
     async def start_call(self, config: SessionConfig, offer_sdp: str) -> tuple[Call, str]:
-        """A WebRTC call: returns it and the SDP answer."""
+        """A WebRTC call: returns it and the SDP answer (the route checks `check_accepting` first)."""
         await vad_ready()
         call = Call(self.new_session(config, playback="server"), self.new_runner, on_end=self.call_ended,
-                    ice_servers=self.settings.ice_servers)
+                    ice_servers=self.settings.ice_servers, engine_id=self.pool_id)
         self.calls[call.id] = call
         try:
             answer = await call.answer(offer_sdp)
@@ -133,6 +141,26 @@ class Engine:
             await call.close("bad_offer")
             raise
         return call, answer
+
+    def check_accepting(self) -> None:
+        """ApiError(503) while draining: a new call or key belongs on another engine of the pool."""
+        if self.draining:
+            raise ApiError(503, "This engine is draining (shutting down): it takes no new calls or sessions; "
+                                "start the call on another engine.", "engine_draining", headers={"Retry-After": "1"})
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no session is live (a drain), at most `timeout` seconds; whether none is."""
+        self._idle.clear()
+        if self.runners:
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout)
+            except TimeoutError:
+                pass
+        return not self.runners
+
+    def active(self) -> int:
+        """Live sessions: WebRTC and SIP calls and WebSocket sessions (each has a runner)."""
+        return len(self.runners)
 
     def drop_sidebands(self, call_id: str, *, hold: bool = False) -> int:
         """Close a live call's sidebands as a restarting upstream would (1012: service restart), the

@@ -32,6 +32,15 @@ class EngineSettings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
     warm_up: bool = True
 
+    # -- a pool of engines (`parley.engine.pool`; `parley engine` only) -----------------------
+    redis_url: str | None = None  # registers this engine in Redis with its load
+    redis_prefix: str = Field(default="parley", min_length=1, max_length=64)  # the servers' PARLEY_REDIS_PREFIX
+    pool_url: str | None = None  # the base URL servers reach this engine at, e.g. http://10.0.0.5:8001/v1
+    pool_id: str | None = None  # its name in call ids (1-16 of a-z, 0-9); default random
+    heartbeat_seconds: float = Field(default=1.0, gt=0, le=60)
+    # SIGTERM: how long live calls may go on (no new ones taken) before the engine exits anyway.
+    drain_seconds: float = Field(default=300.0, ge=0, le=86400)
+
     # -- SIP (the engine plays OpenAI's SIP side, see docs/telephony.md) ----------------------
     # "host:port" to take SIP calls on (UDP), e.g. 127.0.0.1:5060; unset: no SIP.
     sip_addr: str | None = None

@@ -283,8 +283,9 @@ class Call:
     """One WebRTC call: the peer, its session runner, and sideband listeners."""
 
     def __init__(self, session: Session, runner_factory: Callable[..., SessionRunner],
-                 on_end: Callable[[Call], None], *, ice_servers: Sequence[IceServer] = ()) -> None:
-        self.id = ids.rtc_call_id()
+                 on_end: Callable[[Call], None], *, ice_servers: Sequence[IceServer] = (),
+                 engine_id: str | None = None) -> None:
+        self.id = ids.rtc_call_id(engine_id)  # (an engine in a pool names itself in its calls' ids)
         self.session = session
         self.pc = peer_connection(ice_servers)
         self.track = AgentAudioTrack(self._on_drained)

@@ -193,6 +193,14 @@ def _replays(settings: ServerSettings, hub: Any) -> ReplayGuard:
     return RedisReplays(hub, settings.webhook_replay_seconds)
 
 
+def _shared_metrics(hub: Any, metrics: Metrics) -> Any:
+    if hub is None:
+        return None
+    from .shared.metrics import SharedMetrics
+
+    return SharedMetrics(hub, metrics)
+
+
 def create_app(settings: ServerSettings | None = None, *, engine: Any = None,
                authenticator: Authenticator | None = None) -> FastAPI:
     """The server app. `engine`: the in-process engine to mount (upstream "local"; default a new one)."""
@@ -226,20 +234,25 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None,
         events_limiter=limiter("events", settings.rate_limit_per_minute * 30, settings.rate_limit_burst * 24),
         login_limiter=limiter("login", 10, 5), copilot=answerer_for(settings), engine=engine,
         recordings=DirectoryRecordings(settings.recordings), hub=hub,
-        replays=_replays(settings, hub))
+        replays=_replays(settings, hub), shared_metrics=_shared_metrics(hub, metrics))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if hub is not None:
             await hub.start()  # refuses to start (SharedStateError) when Redis does not answer
         await store.start()
+        await upstream.start()  # (a pool: its registry read before the first call)
         await calls.start()
+        if state.shared_metrics is not None:
+            await state.shared_metrics.start()
         nested: contextlib.AbstractAsyncContextManager[Any] = (
             engine_app.router.lifespan_context(engine_app) if engine_app is not None else contextlib.nullcontext())
         try:
             async with nested:
                 yield
                 await calls.shutdown()
+                if state.shared_metrics is not None:
+                    await state.shared_metrics.stop()
         finally:
             await upstream.aclose()
             await store.close()
@@ -365,7 +378,7 @@ def run(host: str, port: int) -> None:
 
     db = make_url(settings.database).render_as_string(hide_password=True)
     upstream = {"local": "the local engine, in process at /v1", "openai": f"OpenAI ({settings.openai_base_url})",
-                "url": f"{settings.upstream_url}"}[settings.upstream_kind]
+                "url": f"{settings.upstream_url}", "pool": "the pool of engines registered in Redis"}[settings.upstream_kind]
     log.info("Parley server on http://%s:%d — upstream: %s; database: %s; auth: %s; %s",
              host, port, upstream, db, settings.auth,
              "shared mode (Redis)" if settings.shared else "one process (state in memory)")

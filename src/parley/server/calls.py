@@ -1,4 +1,4 @@
-"""Live calls: server-held calls with their sideband, browser-direct calls that report events, caps.
+"""Live calls: server-held calls with their sideband, caps; browser-direct ones in `direct_calls`.
 
 A server-held call (`POST /api/calls`) is created upstream with the persona's session, then the
 server opens the call's sideband WebSocket *before* it hands the SDP answer back, so recording
@@ -6,9 +6,8 @@ starts before the first word. The sideband loop feeds every event to the call's 
 (duration, cost per call, the user's daily cost) are checked on a timer and after every response,
 and a call over a cap is hung up upstream and recorded with the cap as its end reason.
 
-A browser-direct call (`POST /api/session`) gets a call id with its ephemeral key; the browser
-reports its data-channel events to `/api/calls/{id}/events`. The server cannot hang such a call
-up unless the browser told it the upstream call id, so caps end the record and tell the browser.
+A browser-direct call (`POST /api/session`) reports its events to the server
+(`parley.server.direct_calls`); this module holds what both kinds share (slots, caps, recorders).
 """
 
 from __future__ import annotations
@@ -31,10 +30,11 @@ from parley.protocol.pricing import PriceTable
 from .auth import Principal
 from .costs import DayCosts, StoredDayCosts
 from .db import Store
+from .direct_calls import DirectCalls
 from .errors import ApiError
 from .limits import CallSlots, Slots, retry_after
 from .metrics import Metrics
-from .personas import CallPersona, find_persona, persona_session
+from .personas import CallPersona, persona_session
 from .recorder import Recorder
 from .settings import ServerSettings
 from .takeover import Takeover
@@ -71,33 +71,10 @@ class LiveCall:
     reconnects: int = 0
     started: float = field(default_factory=time.monotonic)
     end_reason: str | None = None
+    handover: bool = False  # shutting down in shared mode: let go of the call, another process holds it on
     task: asyncio.Task[None] | None = None
     timer: asyncio.Task[None] | None = None
     closed: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-@dataclass
-class DirectCall:
-    id: str
-    user_id: str
-    limit_key: str
-    persona: CallPersona
-    model: str
-    created: float = field(default_factory=time.time)
-    recorder: Recorder | None = None
-    agent: NegotiatorAgent | None = None
-    upstream_call_id: str | None = None
-    events: int = 0
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-
-# Event types a browser may report; the rest (audio, deltas) are dropped without being stored.
-REPORTABLE = frozenset({
-    "session.created", "session.updated", "conversation.item.added", "conversation.item.created",
-    "conversation.item.done", "response.output_item.done", "conversation.item.input_audio_transcription.completed",
-    "conversation.item.input_audio_transcription.failed", "conversation.item.truncated",
-    "conversation.item.deleted", "response.created", "response.done", "error",
-})
 
 
 class BridgedCall(Protocol):
@@ -123,7 +100,8 @@ class CallManager:
         self.hub = hub  # parley.server.shared.SharedHub, or None (one process)
         self.owner: str | None = hub.process_id if hub is not None else None
         self.live: dict[str, LiveCall] = {}
-        self.direct: dict[str, DirectCall] = {}
+        self.directs = DirectCalls(self)
+        self.direct = self.directs.calls  # browser-direct calls held here
         self.bridged: dict[str, BridgedCall] = {}  # registered by their bridge while they last
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -133,13 +111,13 @@ class CallManager:
         if hub is not None:
             from .shared.commands import Commands  # (redis-py: only in shared mode)
 
-            self.commands = Commands(hub, self._command)
+            self.commands = Commands(hub, self._command, self._announced)
         metrics.gauge("parley_calls_active", lambda: float(self.active_count()))
 
     def active_count(self) -> int:
         """Server-held calls in progress and browser-direct calls that have reported (a minted key alone is
         not a call yet)."""
-        return len(self.live) + len(self.bridged) + sum(1 for d in self.direct.values() if d.recorder is not None)
+        return len(self.live) + len(self.bridged) + self.directs.reported()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -164,16 +142,43 @@ class CallManager:
             await self.takeover.stop()
         if self.commands is not None:
             await self.commands.stop()
+        if self.hub is not None and self.upstream.kind != "local" and self.live:
+            # A rolling restart: the calls go on upstream; let go of them and have another process
+            # claim each at once (`hand_over`). (With the in-process engine they end with it.)
+            await self.hand_over()
         await asyncio.gather(*(self.end(c, "server_shutdown") for c in list(self.live)),
                              *(b.end("server_shutdown") for b in list(self.bridged.values())), return_exceptions=True)
-        for call in list(self.direct.values()):
-            if call.recorder is not None:
-                with contextlib.suppress(Exception):
-                    await self.store.end_call(call.id, reason="server_shutdown")
-        self.direct.clear()
+        await self.directs.shutdown()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def hand_over(self) -> int:
+        """Shared mode, shutting down: stop holding each server-held call without ending it (its
+        sideband closed, its row's owner cleared), then tell the other processes to claim them now
+        (`Takeover.sweep`; what was said in between is backfilled). How many were handed over."""
+        lives = list(self.live.values())
+        for live in lives:
+            live.handover = True
+        await asyncio.gather(*(self._let_go(live) for live in lives), return_exceptions=True)
+        released = sum(1 for live in lives if live.handover)
+        if released and self.commands is not None:
+            try:
+                await self.commands.broadcast("sweep")
+            except Exception:  # (the others still claim them on their next sweep)
+                log.exception("could not announce the handed-over calls")
+        log.info("handed over %d calls to the other processes", released)
+        return released
+
+    async def _let_go(self, live: LiveCall) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(live.conn.close(), 3)
+        try:
+            await asyncio.wait_for(live.closed.wait(), 5)
+        except TimeoutError:
+            if live.task is not None:
+                live.task.cancel()
+            await asyncio.wait_for(live.closed.wait(), 5)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -241,6 +246,18 @@ class CallManager:
             self.metrics.inc("parley_rate_limited_total", reason="concurrent_calls")
             raise ApiError(429, f"At most {self.settings.max_concurrent_calls} calls at a time; hang up one first.",
                            "too_many_calls", headers={"Retry-After": "5"})
+
+    # -- browser-direct calls (`direct_calls`) ---------------------------------------------------
+
+    async def register_direct(self, principal: Principal, persona: CallPersona, model: str, ttl: int) -> str:
+        return await self.directs.register_direct(principal, persona, model, ttl)
+
+    async def unregister_direct(self, call_id: str) -> None:
+        await self.directs.unregister_direct(call_id)
+
+    async def report(self, principal: Principal, call_id: str, events: list[Any],
+                     upstream_call_id: str | None) -> dict[str, Any]:
+        return await self.directs.report(principal, call_id, events, upstream_call_id)
 
     # -- server-held calls ----------------------------------------------------------------------
 
@@ -336,7 +353,7 @@ class CallManager:
         """The sideband dropped without a close (network trouble, the upstream restarting it), the call
         may go on: open it again, with backoff, while the upstream still has the call; then backfill."""
         deadline, attempt = time.monotonic() + SIDEBAND_RECONNECT_SECONDS, 0
-        while time.monotonic() < deadline and live.end_reason is None:
+        while time.monotonic() < deadline and live.end_reason is None and not live.handover:
             live.reconnects, attempt = live.reconnects + 1, attempt + 1
             await asyncio.sleep(min(2.0, 0.25 * 2 ** min(attempt - 1, 4)))
             try:
@@ -370,6 +387,8 @@ class CallManager:
                 try:
                     raw = await live.conn.recv_bytes()
                 except ConnectionClosed as exc:
+                    if live.handover:
+                        break
                     close = exc.rcvd
                     if close is None or close.code in ABNORMAL_CLOSES:
                         if await self._reconnect(live):
@@ -397,6 +416,9 @@ class CallManager:
 
     async def _finish(self, live: LiveCall, reason: str) -> None:
         self.live.pop(live.id, None)
+        if live.handover and live.end_reason is None:
+            await self._released(live)
+            return
         try:
             await self.slots.release(live.id)
         except Exception:  # (Redis down: the slot's lease lapses by itself)
@@ -413,6 +435,22 @@ class CallManager:
         if self.takeover is not None:
             with contextlib.suppress(Exception):
                 await self.takeover.forget(live.id)
+        live.closed.set()
+
+    async def _released(self, live: LiveCall) -> None:
+        """A call handed over: not ended, its slot and facts left for whoever claims it (the slot is
+        no longer renewed here, so it lapses unless the claimer takes it)."""
+        if live.timer is not None:
+            live.timer.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(live.conn.close(), 3)
+        try:
+            await self.store.set_owner(live.id, None)
+            self.metrics.inc("parley_handovers_total")
+        except Exception:  # its owner's heartbeat lapses instead: taken over as after a crash
+            live.handover = False
+            log.exception("call %s: could not release it for another process", live.id)
+        self.slots.forget(live.id)
         live.closed.set()
 
     async def _deadline(self, live: LiveCall, at: float | None = None) -> None:
@@ -484,158 +522,6 @@ class CallManager:
         except EscalationError as exc:
             raise ApiError(409, exc.message, exc.code) from None
 
-    # -- browser-direct calls -------------------------------------------------------------------
-
-    async def register_direct(self, principal: Principal, persona: CallPersona, model: str, ttl: int) -> str:
-        call_id = new_call_id()
-        await self.take_slot(principal, call_id, ttl=ttl + 30)
-        call = DirectCall(call_id, principal.user_id, principal.limit_key, persona, model)
-        self.direct[call_id] = call
-        if self.hub is not None:  # its first report may reach another process
-            try:
-                await self.hub.put_json(self.hub.key("direct", call_id), {
-                    "user_id": call.user_id, "limit_key": call.limit_key, "persona": persona.id, "model": model,
-                    "created": call.created}, ttl + 60)
-            except BaseException:
-                await self.unregister_direct(call_id)
-                raise
-        self.metrics.inc("parley_calls_total", kind="direct")
-        return call_id
-
-    async def unregister_direct(self, call_id: str) -> None:
-        """A key that was not handed out after all (minting it failed)."""
-        self.direct.pop(call_id, None)
-        await self.slots.release(call_id)
-        if self.hub is not None:
-            await self.hub.delete(self.hub.key("direct", call_id))
-
-    async def report(self, principal: Principal, call_id: str, events: list[Any],
-                     upstream_call_id: str | None) -> dict[str, Any]:
-        if self.hub is None:
-            return await self._report(principal, call_id, events, upstream_call_id)
-        # Shared mode: a call's reports may land on any process; one at a time, each on the record as
-        # the previous one (at whichever process) left it.
-        from redis.exceptions import LockError
-
-        try:
-            async with self.hub.redis.lock(self.hub.key("report", call_id), timeout=30, blocking_timeout=15):
-                return await self._report(principal, call_id, events, upstream_call_id)
-        except LockError:
-            self.metrics.inc("parley_rate_limited_total", reason="report_busy")
-            raise ApiError(503, "Another report of this call is still being recorded; send it again.",
-                           "report_busy", headers={"Retry-After": "1"}) from None
-
-    async def _current(self, call_id: str) -> DirectCall | None:
-        """The call as this process holds it, unless another process recorded events since."""
-        call = self.direct.get(call_id)
-        if call is None or self.hub is None:
-            return call
-        row = await self.store.get_call(call_id)
-        if call.recorder is None and row is None:
-            return call  # minted here, no report yet anywhere
-        if (call.recorder is not None and row is not None and row.status == "active"
-                and row.events_received == call.events):
-            return call
-        self.direct.pop(call_id, None)
-        return None
-
-    async def _report(self, principal: Principal, call_id: str, events: list[Any],
-                      upstream_call_id: str | None) -> dict[str, Any]:
-        call = await self._current(call_id)
-        if call is None:
-            call = await self._revive(call_id, principal)
-        if call.user_id != principal.user_id:
-            raise ApiError(404, "No such call.", "call_not_found")
-        async with call.lock:
-            if call.recorder is None:  # the first report: from now on the call is on record
-                await self.store.create_call(id=call.id, user_id=call.user_id, kind="direct", persona=call.persona.id,
-                                             persona_name=call.persona.name, model=call.model, owner=self.owner)
-                if self.hub is not None:
-                    await self.hub.delete(self.hub.key("direct", call.id))
-                call.recorder = self._recorder(call.id, call.persona, call.model)
-                call.agent = self._agent(call.id, call.persona, call.recorder)
-            if upstream_call_id and upstream_call_id != call.upstream_call_id:
-                call.upstream_call_id = upstream_call_id
-                await self.store.set_upstream_call_id(call.id, upstream_call_id)
-            if call.events + len(events) > self.settings.max_events_per_call:
-                raise ApiError(413, f"A call may report at most {self.settings.max_events_per_call} events.",
-                               "too_many_events")
-            accepted = ignored = 0
-            for event in events:
-                if not isinstance(event, dict) or event.get("type") not in REPORTABLE:
-                    ignored += 1
-                    continue
-                changes = await self._apply(call.recorder, call.agent, event)
-                if any(isinstance(c, ch.InvalidEvent) for c in changes):
-                    ignored += 1
-                else:
-                    accepted += 1
-            call.events += accepted
-            if accepted:
-                await self.store.count_events(call.id, accepted)
-            await self.slots.refresh(call.id, self.settings.direct_idle_seconds)
-            reason = await self._direct_cap(call)
-            if reason is not None:
-                await self._end_direct(call, reason, cap=True)
-            return {"call_id": call.id, "accepted": accepted, "ignored": ignored,
-                    "status": "ended" if reason else "active", "end_reason": reason,
-                    "cost_usd": round(call.recorder.cost, 6)}
-
-    async def _revive(self, call_id: str, principal: Principal) -> DirectCall:
-        """A direct call this process does not hold (the server restarted, or in shared mode another
-        process has it): from the database, or (no report yet) from the keys awaiting one in Redis."""
-        row = await self.store.get_call(call_id)
-        if row is None and self.hub is not None:
-            pending = await self.hub.get_json(self.hub.key("direct", call_id))
-            if pending is not None and pending["user_id"] == principal.user_id:
-                waiting = DirectCall(call_id, pending["user_id"], pending["limit_key"], find_persona(pending["persona"]),
-                                     pending["model"], created=float(pending["created"]))
-                self.direct[call_id] = waiting
-                return waiting
-        if row is None or row.user_id != principal.user_id:
-            raise ApiError(404, "No such call.", "call_not_found")
-        if row.kind != "direct":
-            raise ApiError(409, "The server records this call itself over its sideband; it takes no reports.",
-                           "not_direct_call")
-        if row.status != "active":
-            raise ApiError(409, f"The call is over ({row.end_reason or row.status}).", "call_not_active")
-        persona = find_persona(row.personas[-1]["id"] if row.personas else row.persona)
-        items = await self.store.items(call_id, pending=True)
-        call = DirectCall(row.id, row.user_id, principal.limit_key, persona, row.model,
-                          created=row.created_at.timestamp(), upstream_call_id=row.upstream_call_id,
-                          events=row.events_received)
-        call.recorder = self._recorder(call.id, persona, row.model)
-        call.recorder.resume(items)
-        call.recorder.cost = row.cost_usd
-        call.agent = self._agent(call.id, persona, call.recorder)
-        self.direct[call_id] = call
-        await self.slots.try_take(principal.limit_key, call_id, 10**6, ttl=self.settings.direct_idle_seconds)
-        if self.owner is not None and row.owner != self.owner:
-            await self.store.set_owner(call_id, self.owner)  # its reports come here now
-        return call
-
-    async def _direct_cap(self, call: DirectCall) -> str | None:
-        assert call.recorder is not None
-        if time.time() - call.created > self.settings.max_call_seconds:
-            return "max_duration"
-        if call.recorder.cost >= self.settings.max_call_cost_usd:
-            return "max_cost"
-        if await self._day_cost(call.user_id, call.id, call.recorder.cost) >= self.settings.daily_cost_cap_usd:
-            return "daily_cost_cap"
-        return None
-
-    async def _end_direct(self, call: DirectCall, reason: str, *, cap: bool = False) -> None:
-        self.direct.pop(call.id, None)
-        await self.slots.release(call.id)
-        if self.hub is not None and call.recorder is None:
-            await self.hub.delete(self.hub.key("direct", call.id))
-        if call.recorder is not None and await self.store.end_call(call.id, reason=reason):
-            self.metrics.inc("parley_calls_ended_total", reason=reason)
-        if cap:
-            self.metrics.inc("parley_caps_total", cap=reason)
-        if call.upstream_call_id:
-            self._spawn(self._hangup_quietly(call.upstream_call_id))
-
     async def hangup(self, principal: Principal, call_id: str) -> tuple[str, str | None]:
         """End a call of this user: (status, end reason). A call already over stays as it was."""
         live = self.live.get(call_id)
@@ -644,18 +530,11 @@ class CallManager:
         bridged = self.bridged.get(call_id)
         if bridged is not None and bridged.user_id == principal.user_id:
             await bridged.end("hangup")
-        direct = self.direct.get(call_id)
-        if direct is not None and direct.user_id == principal.user_id:
-            await self._end_direct(direct, "hangup")
-            if direct.recorder is None:
-                return "ended", "hangup"  # a key nobody made a call with: never on record
+        if await self.directs.hangup(principal, call_id):
+            return "ended", "hangup"  # a key nobody made a call with: never on record
         row = await self.store.get_call(call_id)
-        if row is None and self.hub is not None:  # a key minted at another process, not used yet
-            pending = await self.hub.get_json(self.hub.key("direct", call_id))
-            if pending is not None and pending["user_id"] == principal.user_id:
-                await self.hub.delete(self.hub.key("direct", call_id))
-                await self.slots.release(call_id)
-                return "ended", "hangup"
+        if row is None and await self.directs.hangup_pending(principal, call_id):
+            return "ended", "hangup"
         if row is None or row.user_id != principal.user_id:
             raise ApiError(404, "No such call.", "call_not_found")
         if row.status == "active" and row.kind == "direct":
@@ -678,6 +557,10 @@ class CallManager:
         """Shared mode: a server-held call another process holds."""
         return self.hub is not None and row.kind == "server" and row.owner is not None and row.owner != self.owner
 
+    def _announced(self, op: str) -> None:
+        if op == "sweep" and self.takeover is not None:  # a process stopping handed its calls over
+            self.takeover.wake()
+
     async def _command(self, op: str, call_id: str) -> dict[str, Any]:
         """A command from another process for a call this one holds (`shared.commands`)."""
         if op == "escalate":
@@ -693,16 +576,7 @@ class CallManager:
         while True:
             await asyncio.sleep(min(30.0, self.settings.direct_idle_seconds / 2))
             try:
-                now = time.time()
-                for call in list(self.direct.values()):
-                    if call.recorder is None:
-                        if now - call.created > self.settings.ephemeral_key_ttl_seconds + 60:
-                            self.direct.pop(call.id, None)  # a key nobody reported a call for
-                        continue
-                    if now - call.created > self.settings.max_call_seconds:
-                        await self._end_direct(call, "max_duration", cap=True)
-                    elif not await self.slots.holds(call.id):
-                        await self._end_direct(call, "idle")
+                await self.directs.sweep()
             except Exception:
                 log.exception("the call sweeper failed")
 

@@ -33,6 +33,10 @@ class Slots(Protocol):
 
     async def release(self, call_id: str) -> None: ...
 
+    def forget(self, call_id: str) -> None:
+        """Stop renewing a held slot without releasing it: another process holds the call on."""
+        ...
+
 
 class RateLimiter:
     """A token bucket per key: `burst` requests at once, refilled at `per_minute` per minute.
@@ -119,6 +123,9 @@ class CallSlots:
             slots.pop(call_id, None)
             if not slots:
                 self._by_key.pop(key, None)
+
+    def forget(self, call_id: str) -> None:
+        pass  # (one process: no other holds a call on)
 
     def __len__(self) -> int:
         now = time.monotonic()

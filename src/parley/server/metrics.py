@@ -1,10 +1,17 @@
-"""Prometheus metrics in the text exposition format (0.0.4), without a client library."""
+"""Prometheus metrics in the text exposition format (0.0.4), without a client library.
+
+One process renders its own series. In shared mode (N processes) every series carries a `process`
+label and each process publishes a snapshot of its series to Redis (`parley.server.shared.metrics`):
+`/metrics` at any process renders every live process's series, so one scrape through the reverse
+proxy sees them all, each summable over `process`.
+"""
 
 from __future__ import annotations
 
 import bisect
 import math
 from collections.abc import Callable
+from typing import Any
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -21,6 +28,7 @@ _DEFS: dict[str, tuple[str, str]] = {
     "parley_backfill_requests_total": ("counter", "Items asked of the upstream after a gap in a call's events, by why "
                                                   "(pending: placed, not complete; previous: named, never seen)."),
     "parley_takeovers_total": ("counter", "Calls of a dead process this process took over, by outcome."),
+    "parley_handovers_total": ("counter", "Calls this process handed to the others as it stopped (a rolling restart)."),
     "parley_invalid_events_total": ("counter", "Server events a recorder could not read (malformed), counted and skipped."),
     "parley_recorder_errors_total": ("counter", "Events whose recording failed with an error (a bug; logged)."),
     "parley_tool_calls_total": ("counter", "Function calls the server answered, by name."),
@@ -40,6 +48,10 @@ _DEFS: dict[str, tuple[str, str]] = {
     "parley_phone_dtmf_total": ("counter", "Keypad entries passed to the agent on phone calls."),
 }
 
+
+# A snapshot of one process's series (JSON-able): counters {name: [[labels, value]]}, histograms
+# {name: [[labels, counts, sum, n]]}, gauges {name: value}.
+Snapshot = dict[str, Any]
 
 _UNLABELED = ("parley_sessions_total", "parley_cost_usd_total", "parley_invalid_events_total",
               "parley_recorder_errors_total", "parley_phone_webhooks_total", "parley_phone_barge_ins_total",
@@ -97,18 +109,47 @@ class Metrics:
     def value(self, metric: str, **labels: str) -> float:
         return self._values.get(metric, {}).get(_labels(labels), 0.0)
 
-    def render(self) -> str:
-        out: list[str] = []
-        for name, (kind, help_text) in _DEFS.items():
-            out.append(f"# HELP {name} {help_text}")
-            out.append(f"# TYPE {name} {kind}")
-            if kind == "gauge" and name in self._gauges:
-                try:
-                    out.append(f"{name} {_num(float(self._gauges[name]()))}")
-                except Exception:  # a gauge must never break the page
-                    out.append(f"{name} NaN")
+    def snapshot(self) -> Snapshot:
+        gauges: dict[str, float] = {}
+        for name, read in self._gauges.items():
+            try:
+                gauges[name] = float(read())
+            except Exception:  # a gauge must never break the page
+                gauges[name] = math.nan
+        return {"counters": {n: [[list(map(list, k)), v] for k, v in series.items()] for n, series in self._values.items()},
+                "histograms": {n: [[list(map(list, k)), counts, total, n_] for k, (counts, (total, n_)) in series.items()]
+                               for n, series in self._hist.items()},
+                "gauges": gauges}
+
+    def render(self, processes: dict[str, Snapshot] | None = None) -> str:
+        """This process's series; or, given each process's snapshot by id, all of theirs with a
+        `process` label."""
+        return render({"": self.snapshot()} if processes is None else processes, labelled=processes is not None)
+
+
+def _series(snap: Snapshot, part: str, name: str) -> list[Any]:
+    found: list[Any] = snap.get(part, {}).get(name, [])
+    return found
+
+
+def render(processes: dict[str, Snapshot], *, labelled: bool) -> str:
+    out: list[str] = []
+
+    def labels_of(raw: list[list[str]], process: str) -> Labels:
+        pairs = [(str(k), str(v)) for k, v in raw]
+        return tuple(sorted([*pairs, ("process", process)])) if labelled else tuple(pairs)
+
+    for name, (kind, help_text) in _DEFS.items():
+        out.append(f"# HELP {name} {help_text}")
+        out.append(f"# TYPE {name} {kind}")
+        for process, snap in sorted(processes.items()):
+            if kind == "gauge":
+                if name in snap.get("gauges", {}):
+                    value = float(snap["gauges"][name])
+                    out.append(f"{name}{_fmt_labels(labels_of([], process))} {'NaN' if math.isnan(value) else _num(value)}")
             elif kind == "histogram":
-                for labels, (counts, (total, n)) in sorted(self._hist.get(name, {}).items()):
+                for raw, counts, total, n in sorted(_series(snap, "histograms", name)):
+                    labels = labels_of(raw, process)
                     running = 0
                     for bound, count in zip(BUCKETS, counts, strict=True):
                         running += count
@@ -117,9 +158,9 @@ class Metrics:
                     out.append(f"{name}_sum{_fmt_labels(labels)} {_num(total)}")
                     out.append(f"{name}_count{_fmt_labels(labels)} {int(n)}")
             else:
-                series = self._values.get(name, {})
+                series = _series(snap, "counters", name)
                 if not series and name in _UNLABELED:
-                    out.append(f"{name} 0")
-                for labels, value in sorted(series.items()):
-                    out.append(f"{name}{_fmt_labels(labels)} {_num(value)}")
-        return "\n".join(out) + "\n"
+                    out.append(f"{name}{_fmt_labels(labels_of([], process))} 0")
+                for raw, value in sorted(series):
+                    out.append(f"{name}{_fmt_labels(labels_of(raw, process))} {_num(value)}")
+    return "\n".join(out) + "\n"

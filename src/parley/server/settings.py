@@ -6,7 +6,9 @@ The upstream is chosen once at start:
   same process at `/v1` and reached without a socket;
 * `openai`: when `OPENAI_API_KEY` is set (base URL `OPENAI_BASE_URL` / `PARLEY_OPENAI_BASE_URL`);
 * `url`: any OpenAI-compatible realtime engine at `PARLEY_UPSTREAM_URL` (e.g. `parley engine` on
-  another host), with `PARLEY_UPSTREAM_API_KEY` (or `OPENAI_API_KEY`) as its key.
+  another host), with `PARLEY_UPSTREAM_API_KEY` (or `OPENAI_API_KEY`) as its key;
+* `pool` (`PARLEY_UPSTREAM_POOL=1`): the `parley engine` processes registered in Redis, each call
+  sent to the least-loaded (`parley.server.pool`), with the same key.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-UpstreamKind = Literal["local", "openai", "url"]
+UpstreamKind = Literal["local", "openai", "url", "pool"]
 
 
 def default_data_dir() -> Path:
@@ -31,7 +33,7 @@ class ServerSettings(BaseSettings):
                                       populate_by_name=True)
 
     # -- upstream ----------------------------------------------------------------------------
-    upstream: Literal["auto", "local", "openai", "url"] = "auto"
+    upstream: Literal["auto", "local", "openai", "url", "pool"] = "auto"
     upstream_url: str | None = None  # e.g. http://127.0.0.1:8001/v1 (an engine by URL)
     upstream_api_key: SecretStr | None = None  # the key for upstream_url (default: OPENAI_API_KEY)
     openai_api_key: SecretStr | None = Field(
@@ -44,6 +46,11 @@ class ServerSettings(BaseSettings):
     # How the server reaches itself for the in-process engine's sideband WebSocket (default:
     # the address the request came in on).
     self_url: str | None = None
+    # A pool of `parley engine` processes registered in Redis (needs PARLEY_REDIS_URL): each new call
+    # goes to the least-loaded live engine below these thresholds (docs/deployment.md).
+    upstream_pool: bool = False
+    upstream_pool_max_calls: int = Field(default=50, ge=1)  # live sessions per engine
+    upstream_pool_max_cpu: float = Field(default=1.8, gt=0)  # cores busy per engine (its last second)
     upstream_timeout_seconds: float = Field(default=15.0, gt=0, le=300)
     upstream_retries: int = Field(default=2, ge=0, le=5)
 
@@ -133,6 +140,8 @@ class ServerSettings(BaseSettings):
             raise ValueError("PARLEY_UPSTREAM=openai needs OPENAI_API_KEY")
         if kind == "url" and not self.upstream_url:
             raise ValueError("PARLEY_UPSTREAM=url needs PARLEY_UPSTREAM_URL")
+        if kind == "pool" and not self.redis_url:
+            raise ValueError("PARLEY_UPSTREAM_POOL=1 needs PARLEY_REDIS_URL, where the engines register")
         if self.auth != "none" and not self.auth_tokens:
             raise ValueError(f"PARLEY_AUTH={self.auth} needs PARLEY_AUTH_TOKENS (a JSON object user -> token)")
         if self.shared:
@@ -164,6 +173,8 @@ class ServerSettings(BaseSettings):
     def upstream_kind(self) -> UpstreamKind:
         if self.upstream != "auto":
             return self.upstream
+        if self.upstream_pool:
+            return "pool"
         if self.upstream_url:
             return "url"
         if self.openai_api_key:
@@ -176,7 +187,7 @@ class ServerSettings(BaseSettings):
         kind = self.upstream_kind
         if kind == "openai":
             return self.openai_api_key.get_secret_value() if self.openai_api_key else None
-        if kind == "url":
+        if kind in ("url", "pool"):
             key = self.upstream_api_key or self.openai_api_key
             return key.get_secret_value() if key else "parley-no-key"
         return None

@@ -33,5 +33,6 @@ class ServerState:
     engine: Any  # the in-process engine (upstream "local"), else None
     recordings: Recordings
     hub: Any = None  # shared mode: the SharedHub (Redis), else None
+    shared_metrics: Any = None  # shared mode: every process's series (shared.metrics.SharedMetrics)
     replays: ReplayGuard = field(default_factory=lambda: MemoryReplays(24 * 3600.0))  # webhook ids acted on
 

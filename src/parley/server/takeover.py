@@ -1,4 +1,4 @@
-"""Shared mode: the calls of a process that died go on, held by another.
+"""Shared mode: the calls of a process that died or stopped go on, held by another.
 
 Every process beats in Redis (`parley.server.shared.hub`); each call row names its `owner`. Every
 `lease / 4` seconds a process looks for active calls whose owner no longer beats and claims each with
@@ -12,7 +12,11 @@ its recorder from the stored items (placed ones included), backfills what the de
 capping (the deadline is the row's `created_at + max_call_seconds`, the cost the row's) and running
 the persona's agent. A call the upstream no longer has is ended (`server_restart`); so is one the
 server cannot hold again: a browser-direct call (its next report revives it elsewhere, see
-`CallManager._revive`) and a phone call whose audio went through the dead process.
+`DirectCalls._revive`) and a phone call whose audio went through the dead process.
+
+A process stopping gracefully (SIGTERM: a rolling restart) hands its server-held calls over rather
+than ending them (`CallManager.hand_over`): it closes each sideband, clears the row's owner and
+announces a sweep, so the others claim the calls at once instead of after a lease.
 """
 
 from __future__ import annotations
@@ -44,6 +48,11 @@ class Takeover:
         self.owner: str = calls.owner
         self.interval = max(0.25, self.hub.lease_seconds / 4)
         self._task: asyncio.Task[None] | None = None
+        self._woken = asyncio.Event()
+
+    def wake(self) -> None:
+        """Sweep now (calls were handed over), not at the next interval."""
+        self._woken.set()
 
     async def remember(self, call_id: str, limit_key: str) -> None:
         ttl = self.calls.settings.max_call_seconds + 3600
@@ -62,7 +71,11 @@ class Takeover:
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(self.interval)
+            try:
+                await asyncio.wait_for(self._woken.wait(), self.interval)
+            except TimeoutError:
+                pass
+            self._woken.clear()
             try:
                 await self.sweep()
             except Exception:

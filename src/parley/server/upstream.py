@@ -1,7 +1,9 @@
 """The upstream realtime service, through the official `openai` SDK.
 
 One `Upstream` per server: the in-process engine (reached without a socket for HTTP; its
-sideband WebSocket goes to the server's own listening address), OpenAI, or any engine by URL.
+sideband WebSocket goes to the server's own listening address), OpenAI, any engine by URL, or a
+pool of engines (`parley.server.pool`: a new call goes to the least-loaded, a call's later
+requests to the engine its id names).
 Every operation has a deadline; failures become `UpstreamError` (502, or 504 on a timeout) with
 a reason that never carries the key. Minting a key and hanging up are retried by the SDK (safe to
 repeat); creating a call is retried only when the connection was refused (the offer never
@@ -28,11 +30,13 @@ from parley.protocol.limits import MAX_EVENT_BYTES
 
 from .errors import scrub
 from .metrics import Metrics
+from .pool import EnginePool, NoEngine
 from .settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
 LOCAL_BASE = "http://parley-engine.internal/v1"
+POOL_BASE = "http://parley-pool.invalid/v1"  # (never used: each request goes to an engine of the pool)
 
 # Seconds spent waiting for the upstream during the current request (for Server-Timing and the
 # "added latency" metric): the middleware puts a fresh list here per request.
@@ -45,8 +49,9 @@ CALL_GONE = "upstream_call_gone"  # an UpstreamError's code: the upstream has no
 class UpstreamError(ApiError):
     """The upstream failed (502, 504), or refused what we sent on the caller's behalf (400)."""
 
-    def __init__(self, status: int, message: str, code: str = "upstream_error") -> None:
-        super().__init__(status, message, code)
+    def __init__(self, status: int, message: str, code: str = "upstream_error",
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(status, message, code, headers=headers)
 
 
 class _RedactHeaders(logging.Filter):
@@ -90,11 +95,21 @@ class Upstream:
             key = settings.upstream_key
             assert key is not None
             self._key = key
-            self.base_url = (settings.upstream_url if self.kind == "url" else settings.openai_base_url) or ""
+            self.base_url = {"url": settings.upstream_url, "pool": POOL_BASE}.get(self.kind) or settings.openai_base_url
             http = httpx2.AsyncClient(timeout=timeout, follow_redirects=False)
         self._http = http
         self.client = AsyncOpenAI(api_key=self._key, base_url=self.base_url, http_client=http,
                                   max_retries=settings.upstream_retries, timeout=timeout)
+        self.pool: EnginePool | None = None
+        self._clients: dict[str, AsyncOpenAI] = {}  # a pool's engines by base URL
+        if self.kind == "pool":
+            assert settings.redis_url is not None
+            self.pool = EnginePool(settings.redis_url, settings.redis_prefix, max_calls=settings.upstream_pool_max_calls,
+                                   max_cpu=settings.upstream_pool_max_cpu)
+
+    async def start(self) -> None:
+        if self.pool is not None:
+            await self.pool.start()
 
     @property
     def secret(self) -> str:
@@ -102,7 +117,38 @@ class Upstream:
         return self._key
 
     async def aclose(self) -> None:
+        if self.pool is not None:
+            await self.pool.aclose()
         await self._http.aclose()
+
+    # -- which engine (a pool: per call; otherwise the one client) -------------------------------
+
+    def _at(self, url: str) -> AsyncOpenAI:
+        client = self._clients.get(url)
+        if client is None:
+            client = self._clients[url] = self.client.with_options(base_url=url)
+        return client
+
+    def _new(self) -> AsyncOpenAI:
+        """The client for a new call, key or session: in a pool, the least-loaded engine's."""
+        if self.pool is None:
+            return self.client
+        try:
+            return self._at(self.pool.pick().url)
+        except NoEngine as exc:
+            self.metrics.inc("parley_upstream_errors_total", operation="pool", status="no_engine")
+            raise UpstreamError(503, f"No engine can take a call now: {exc}; try again shortly.", "no_engine_available",
+                                headers={"Retry-After": "2"}) from None
+
+    def _of(self, call_id: str) -> AsyncOpenAI:
+        """The client for an existing call: in a pool, the engine its id names."""
+        if self.pool is None:
+            return self.client
+        url = self.pool.url_for(call_id)
+        if url is None:
+            raise UpstreamError(502, "No engine of the pool has this call (its id names none that is known).",
+                                CALL_GONE)
+        return self._at(url)
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -158,7 +204,7 @@ class Upstream:
                 async with asyncio.timeout(self.timeout * (self.settings.upstream_retries + 1) + 5):
                     # The body as extra_body: the SDK would otherwise walk the whole session through
                     # its TypedDict transform on every call (~1 ms), for a dict that is already wire-shaped.
-                    raw = await self.client.realtime.client_secrets.with_raw_response.create(
+                    raw = await self._new().realtime.client_secrets.with_raw_response.create(
                         extra_body={"expires_after": {"anchor": "created_at", "seconds": ttl}, "session": session})
                     body = raw.http_response.json()
             except Exception as exc:
@@ -190,7 +236,7 @@ class Upstream:
 
     async def create_call(self, sdp: str, session: dict[str, Any]) -> tuple[str, str]:
         """POST /realtime/calls (multipart sdp + session): (SDP answer, upstream call id)."""
-        client = self.client.with_options(max_retries=0)
+        client = self._new().with_options(max_retries=0)
         attempts = 1 + self.settings.upstream_retries
         with self._timed("calls"):
             for attempt in range(attempts):
@@ -225,7 +271,7 @@ class Upstream:
         with self._timed("hangup"):
             try:
                 async with asyncio.timeout(self.timeout + 5):
-                    await self.client.realtime.calls.hangup(call_id)
+                    await self._of(call_id).realtime.calls.hangup(call_id)
             except openai.NotFoundError:
                 return  # already over
             except Exception as exc:
@@ -236,13 +282,13 @@ class Upstream:
     async def accept_call(self, call_id: str, session: dict[str, Any]) -> None:
         """POST /realtime/calls/{id}/accept with the session config (a SIP call announced by webhook)."""
         body = {k: v for k, v in session.items() if k != "type"}
-        await self._call_op("accept", self.client.realtime.calls.accept(call_id, type="realtime", extra_body=body))
+        await self._call_op("accept", self._of(call_id).realtime.calls.accept(call_id, type="realtime", extra_body=body))
 
     async def reject_call(self, call_id: str, status_code: int) -> None:
-        await self._call_op("reject", self.client.realtime.calls.reject(call_id, status_code=status_code))
+        await self._call_op("reject", self._of(call_id).realtime.calls.reject(call_id, status_code=status_code))
 
     async def refer_call(self, call_id: str, target_uri: str) -> None:
-        await self._call_op("refer", self.client.realtime.calls.refer(call_id, target_uri=target_uri))
+        await self._call_op("refer", self._of(call_id).realtime.calls.refer(call_id, target_uri=target_uri))
 
     async def _call_op(self, operation: str, request: Any) -> None:
         with self._timed(operation):
@@ -262,7 +308,7 @@ class Upstream:
         return await self._connect("realtime", self_url, model=self.settings.model)
 
     async def _connect(self, operation: str, self_url: str | None, **query: str) -> AsyncRealtimeConnection:
-        client = self.client
+        client = self._of(query["call_id"]) if "call_id" in query else self._new()
         if self.kind == "local":
             if not self_url:
                 raise UpstreamError(502, f"The server does not know its own address for the {operation} "
@@ -282,8 +328,12 @@ class Upstream:
                     raise UpstreamError(502, "The upstream has no such call for the sideband.", CALL_GONE) from None
                 raise self._error(operation, exc) from None
 
-    def calls_url(self, request_base: str) -> str:
-        """Where a browser posts its SDP offer with an ephemeral key."""
+    def calls_url(self, request_base: str, key: str | None = None) -> str:
+        """Where a browser posts its SDP offer with the ephemeral key `key` (in a pool: at its engine)."""
+        if self.pool is not None and key is not None:
+            url = self.pool.url_for(key)
+            if url is not None:
+                return f"{url}/realtime/calls"
         if self.settings.upstream_public_url:
             return f"{self.settings.upstream_public_url}/realtime/calls"
         if self.kind == "local":

@@ -40,6 +40,7 @@ CALLS_BODY = {
 @router.post("/v1/realtime/calls", status_code=201, response_class=Response, responses=ERRORS,
              openapi_extra=CALLS_BODY)
 async def create_call(request: Request, engine: EngineDep, secret: AnyKey) -> Response:
+    engine.check_accepting()
     offer = await read_offer(request, parts=("session",), max_bytes=MAX_OFFER_BYTES)
     config: SessionConfig
     if "session" in offer.parts:

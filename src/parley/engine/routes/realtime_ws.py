@@ -52,6 +52,10 @@ async def realtime(websocket: WebSocket) -> None:
         if not engine.sidebands.get(call.id):
             engine.sidebands.pop(call.id, None)
         return
+    if engine.draining:
+        await websocket.send_denial_response(error_response(
+            503, "This engine is draining (shutting down); open the session on another engine.", "engine_draining"))
+        return
     config: SessionConfig
     if secret is not None:
         config = secret.config

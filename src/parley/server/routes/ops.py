@@ -36,7 +36,9 @@ async def prometheus(request: Request, state: State) -> PlainTextResponse:
         given = bearer_token(request.headers.get("authorization")) or ""
         if not secrets.compare_digest(given.encode(), token.get_secret_value().encode()):
             raise ApiError(401, "The metrics need Authorization: Bearer <PARLEY_METRICS_TOKEN>.", "unauthorized")
-    return PlainTextResponse(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    # Shared mode: every live process's series, each with its `process` label (shared.metrics).
+    text = await state.shared_metrics.render() if state.shared_metrics is not None else state.metrics.render()
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 # Included last: it answers any /api/ path no other route took.

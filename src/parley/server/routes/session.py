@@ -57,6 +57,6 @@ async def create_session(request: Request, state: State, principal: Limited,
     # A JSONResponse straight away: FastAPI would validate and serialize the model field by field.
     return JSONResponse({"value": str(secret["value"]), "expires_at": int(secret.get("expires_at") or 0),
                          "model": str(session.get("model") or settings.model),
-                         "calls_url": state.upstream.calls_url(str(request.base_url)),
+                         "calls_url": state.upstream.calls_url(str(request.base_url), str(secret["value"])),
                          "call_id": call_id, "events_url": f"/api/calls/{call_id}/events",
                          "persona": persona_card(persona.id)})

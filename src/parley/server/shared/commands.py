@@ -3,7 +3,8 @@
 Each process listens on its own channel (`<prefix>:cmd:<process id>`). A request publishes
 `{op, call_id, reply}` to the owner's channel and waits (BLPOP) on the one-time `reply` list, where
 the owner pushes `{ok, ...}` or `{ok: false, status, code, message}`. Nobody listening (the owner
-died and is not yet taken over) is a 503 the caller may retry.
+died and is not yet taken over) is a 503 the caller may retry. Announcements to every process (a
+process handing its calls over as it stops: "sweep") go on `<prefix>:cmd:*all`, with no reply.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from .hub import SharedHub
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, str], Awaitable[dict[str, Any]]]  # (op, call id) -> reply body
+Announced = Callable[[str], None]  # an announcement's op
+EVERYONE = "*all"
 REPLY_SECONDS = 8.0
 
 
 class Commands:
-    def __init__(self, hub: SharedHub, handler: Handler) -> None:
-        self.hub, self.handler = hub, handler
+    def __init__(self, hub: SharedHub, handler: Handler, announced: Announced | None = None) -> None:
+        self.hub, self.handler, self.announced = hub, handler, announced
         self._task: asyncio.Task[None] | None = None
         self._pubsub: Any = None
         self._running: set[asyncio.Task[None]] = set()
@@ -37,7 +40,7 @@ class Commands:
 
     async def start(self) -> None:
         self._pubsub = self.hub.redis.pubsub(ignore_subscribe_messages=True)
-        await self._pubsub.subscribe(self.channel(self.hub.process_id))
+        await self._pubsub.subscribe(self.channel(self.hub.process_id), self.channel(EVERYONE))
         self._task = asyncio.create_task(self._listen(), name="shared-commands")
 
     async def stop(self) -> None:
@@ -46,6 +49,10 @@ class Commands:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._pubsub is not None:
             await self._pubsub.aclose()
+
+    async def broadcast(self, op: str) -> None:
+        """Announce `op` to every process (this one included)."""
+        await self.hub.redis.publish(self.channel(EVERYONE), json.dumps({"op": op, "from": self.hub.process_id}))
 
     async def send(self, owner: str, op: str, call_id: str) -> dict[str, Any]:
         """Run `op` on `call_id` at process `owner`; its reply body, or ApiError as the owner raised it."""
@@ -70,6 +77,10 @@ class Commands:
                 continue
             try:
                 request = json.loads(message["data"])
+                if "reply" not in request:  # an announcement
+                    if self.announced is not None and request.get("from") != self.hub.process_id:
+                        self.announced(str(request["op"]))
+                    continue
                 task = asyncio.ensure_future(self._answer(str(request["op"]), str(request["call_id"]),
                                                           str(request["reply"])))
                 self._running.add(task)

@@ -137,6 +137,9 @@ class RedisSlots:
         self._held.discard(call_id)
         await self._op(call_id, 0, "release")
 
+    def forget(self, call_id: str) -> None:
+        self._held.discard(call_id)  # it lapses within a lease unless its next holder takes it
+
     async def _renew(self) -> None:
         for call_id in list(self._held):
             await self._op(call_id, self._lease_ms, "refresh")

@@ -1,0 +1,138 @@
+"""Shared mode: a rolling restart of every `parley serve` process during live calls.
+
+Real servers: a standalone `parley engine` (the calls' media and sessions live there), three
+`parley serve` processes on a fresh PostgreSQL database and a private redis-server, five aiortc
+peers typing turns over their data channels. Each original process is replaced in turn (a new one
+started, then SIGTERM to the old one while every call has a turn under way): the stopping process
+hands its calls over instead of ending them, another claims each at once, and in the end every call
+is still active, held by a live process, with every item its peer saw stored once, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from support.cluster import Cluster, EngineProcess
+from support.rtc import RtcPeer, of_type
+from support.server import conversation, eventually, say_text, wait_done
+from support.services import postgres_database, redis_server
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+CALLS = 5
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture
+async def database() -> AsyncIterator[str]:
+    async with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[EngineProcess]:
+    proc = EngineProcess(tmp_path / "engine")
+    try:
+        await proc.wait_healthy()
+        yield proc
+    finally:
+        proc.stop()
+
+
+async def _rows(database: str, ids: list[str]) -> dict[str, Any]:
+    import asyncpg
+
+    conn = await asyncpg.connect(database)
+    try:
+        rows = await conn.fetch("select id, owner, status, end_reason from calls where id = any($1)", ids)
+        return {r["id"]: r for r in rows}
+    finally:
+        await conn.close()
+
+
+async def _start_call(c: httpx.AsyncClient, url: str) -> tuple[RtcPeer, str]:
+    peer = RtcPeer()
+    r = await c.post(f"{url}/api/calls", json={"sdp": await peer.offer(), "persona": "negotiator/sarah"})
+    assert r.status_code == 201, r.text
+    await peer.answer(r.json()["sdp"])
+    await peer.wait_for(of_type("session.created"))
+    return peer, r.json()["call_id"]
+
+
+async def _turns(peers: list[tuple[RtcPeer, str]], starts: list[int]) -> None:
+    await asyncio.gather(*(wait_done(p, s, timeout=180) for (p, _), s in zip(peers, starts, strict=True)))
+
+
+async def test_a_rolling_restart_loses_no_call_and_no_item(tmp_path: Path, database: str, redis_url: str,
+                                                           engine: EngineProcess) -> None:
+    cluster = Cluster(tmp_path, database, redis_url, 3, PARLEY_UPSTREAM="url", PARLEY_UPSTREAM_URL=engine.url,
+                      PARLEY_SLOT_LEASE_SECONDS="3", PARLEY_MAX_CONCURRENT_CALLS="10", PARLEY_RATE_LIMIT_BURST="20")
+    peers: list[tuple[RtcPeer, str]] = []
+    handovers: list[float] = []
+    try:
+        await cluster.wait_healthy()
+        async with httpx.AsyncClient(timeout=60) as c:
+            for k in range(CALLS):
+                peers.append(await _start_call(c, cluster.urls[k % 3]))
+            ids = [call_id for _, call_id in peers]
+            await _turns(peers, [say_text(p, f"Hi, I am caller number {k}.") for k, (p, _) in enumerate(peers)])
+            for old in range(3):
+                new = cluster.spawn()  # the replacement first, then the old one goes
+                await cluster.wait_healthy()
+                gone = cluster.procs[old]
+                starts = [say_text(p, "My bill went up again this month.") for p, _ in peers]
+                gone.terminate()
+                stopped = time.monotonic()
+                await asyncio.to_thread(gone.wait, 60)
+                # (uvicorn re-raises the SIGTERM it handled once it has shut down: -15 is a clean stop)
+                assert gone.returncode in (0, -15), gone.stderr.read().decode() if gone.stderr else gone.returncode
+                alive = {str(p.pid) for p in cluster.procs if p.poll() is None}
+
+                async def held(alive: set[str] = alive) -> dict[str, Any] | None:
+                    rows = await _rows(database, ids)
+                    ok = all(r["owner"] is not None and r["owner"].split(":")[1] in alive for r in rows.values())
+                    return rows if ok else None
+
+                rows = await eventually(held, timeout=20, interval=0.05)
+                handovers.append(time.monotonic() - stopped)
+                assert all(r["status"] == "active" for r in rows.values()), dict(rows)
+                await _turns(peers, starts)
+                # and a turn wholly after the handover, at the new holders
+                await _turns(peers, [say_text(p, f"Restart {old} is over, {new} is up.") for p, _ in peers])
+            url = cluster.urls[-1]
+            for peer, call_id in peers:
+                expected = conversation(peer.events)
+
+                async def stored(call_id: str = call_id, n: int = len(expected)) -> list[dict[str, Any]] | None:
+                    r = await c.get(f"{url}/api/calls/{call_id}")
+                    items: list[dict[str, Any]] = r.json()["transcript"]
+                    return items if len(items) >= n else None
+
+                try:
+                    items = await eventually(stored, timeout=20)
+                except TimeoutError:
+                    items = (await c.get(f"{url}/api/calls/{call_id}")).json()["transcript"]
+                assert [(i["item_id"], i["role"]) for i in items] == expected, (call_id, items)
+                assert all(i["text"] for i in items), items
+            rows = await _rows(database, ids)
+            assert all(r["status"] == "active" for r in rows.values()), dict(rows)
+            for _, call_id in peers:
+                r = await c.post(f"{url}/api/calls/{call_id}/hangup")
+                assert r.status_code == 200 and r.json()["end_reason"] == "hangup", r.text
+        print("seconds from SIGTERM to every call held again:", [round(t, 2) for t in handovers])
+    finally:
+        for peer, _ in peers:
+            await peer.close()
+        cluster.stop()
