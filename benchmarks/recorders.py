@@ -13,7 +13,8 @@ until that many are live, waits `--settle` s, then measures for `--window` s:
   completes an item (the item's words go on record); this driver polls the database every
   `--poll` s for transcript rows no longer pending and takes the poll's start as the commit seen.
   So the figure is an upper bound: it includes up to one poll interval (and the poll query's time);
-* the server process's CPU (utime + stime from /proc, % of one core) and its RSS;
+* the server process's CPU (utime + stime from /proc, % of one core), how long its threads were
+  runnable but waiting for a core (`wait %`, /proc/PID/task/*/schedstat: the machine is shared), RSS;
 * errors: calls refused, sidebands the server dropped, items sent and never committed (within 10 s),
   `parley_recorder_errors_total`, and how late the replayer itself sent (its own lag, p99).
 """
@@ -25,7 +26,9 @@ import asyncio
 import datetime as dt
 import json
 import os
+import re
 import resource
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -58,6 +61,17 @@ def _raise_nofile() -> None:
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def _waited_seconds(pid: int) -> float:
+    """Time the process's threads spent runnable but waiting for a core (the machine is shared)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / 1e9
 
 
 def _rss_mb(pid: int) -> float:
@@ -151,19 +165,34 @@ def server_env(data_dir: Path, database: str, upstream: str) -> dict[str, str]:
 
 def spawn(data_dir: Path, database: str, rport: int, sport: int) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
     """The replayer and the server, each with as many open files as the machine allows."""
+    # Their logs to files: a pipe nobody reads fills up and stops the process at its next log line.
     replayer = subprocess.Popen([sys.executable, str(Path(__file__).parent / "replayer.py"), "--port", str(rport)],
-                                stderr=subprocess.PIPE, preexec_fn=_raise_nofile)
+                                stderr=(data_dir / "replayer.log").open("wb"), preexec_fn=_raise_nofile)
     cli = Path(sys.executable).parent / "parley"
     server = subprocess.Popen([str(cli), "serve", "--host", "127.0.0.1", "--port", str(sport)],
                               env=server_env(data_dir, database, f"http://127.0.0.1:{rport}/v1"), cwd=data_dir,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_raise_nofile)
+                              stdout=subprocess.DEVNULL, stderr=(data_dir / "server.log").open("wb"),
+                              preexec_fn=_raise_nofile)
     return replayer, server
+
+
+def log_summary(path: Path) -> str:
+    """The log's warnings and errors, counted by message (call ids taken out), and its last lines."""
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    counts: dict[str, int] = {}
+    for line in lines:
+        if " WARNING " in line or " ERROR " in line:
+            key = re.sub(r"\b(call|rtc|item|resp)_[A-Za-z0-9]+", r"\1_*", line.split(" ", 2)[-1])[:160]
+            counts[key] = counts.get(key, 0) + 1
+    top = sorted(counts.items(), key=lambda kv: -kv[1])[:8]
+    return "\n".join([f"{path.name}: {len(lines)} lines", *(f"  {n:>6} x {k}" for k, v in top for n in [v]),
+                      *(["  last lines:", *("    " + x[:300] for x in lines[-15:])] if lines else [])])
 
 
 async def wait_ok(client: httpx.AsyncClient, url: str, proc: subprocess.Popen[bytes]) -> None:
     for _ in range(600):
         if proc.poll() is not None:
-            raise SystemExit(f"{url}: the process exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+            raise SystemExit(f"{url}: the process exited (status {proc.returncode}); see its log")
         try:
             if (await client.get(url, timeout=2)).status_code == 200:
                 return
@@ -202,7 +231,7 @@ async def run(database: str, levels: list[int], window: float, settle: float, ra
                 print(f"database: {database.split('://')[0]}; one `parley serve` process (pid {server.pid}); "
                       f"poll every {poll * 1000:.0f} ms; window {window:g} s after {settle:g} s settling")
                 print(f"{'calls':>6} {'refused':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'items':>6} "
-                      f"{'missing':>7} {'CPU %':>6} {'RSS MB':>7} {'ev/s':>6} {'dropped':>7} {'rec.err':>7} "
+                      f"{'missing':>7} {'CPU %':>6} {'wait %':>6} {'RSS MB':>7} {'ev/s':>6} {'dropped':>7} {'rec.err':>7} "
                       f"{'lag99':>6} {'load':>14}")
                 live, refused = 0, 0
                 sem = asyncio.Semaphore(32)
@@ -231,8 +260,10 @@ async def run(database: str, levels: list[int], window: float, settle: float, ra
                     events0, dropped0 = marks.counts["events"], marks.counts["dropped_by_server"]
                     errors0 = await metric(api, "parley_recorder_errors_total")
                     cpu0, t0, wall0 = _cpu_seconds(server.pid), time.time(), time.monotonic()
+                    waited0 = _waited_seconds(server.pid)
                     await asyncio.sleep(window)
                     cpu = (_cpu_seconds(server.pid) - cpu0) / (time.monotonic() - wall0) * 100
+                    waited = (_waited_seconds(server.pid) - waited0) / (time.monotonic() - wall0) * 100
                     t1 = time.time()
                     await asyncio.sleep(min(10.0, window))  # for late commits
                     await marks.fetch()
@@ -242,7 +273,7 @@ async def run(database: str, levels: list[int], window: float, settle: float, ra
                     missing = len(sent) - len(latencies)
                     errors = await metric(api, "parley_recorder_errors_total") - errors0
                     print(f"{live:>6} {refused:>7} {percentile(latencies, 50):>8.0f} {percentile(latencies, 95):>8.0f} "
-                          f"{percentile(latencies, 99):>8.0f} {len(latencies):>6} {missing:>7} {cpu:>6.0f} "
+                          f"{percentile(latencies, 99):>8.0f} {len(latencies):>6} {missing:>7} {cpu:>6.0f} {waited:>6.0f} "
                           f"{_rss_mb(server.pid):>7.0f} {rate_ev:>6.0f} "
                           f"{marks.counts['dropped_by_server'] - dropped0:>7} {errors:>7.0f} "
                           f"{marks.lag_p99 * 1000:>6.0f} {_loadavg():>14}", flush=True)
@@ -261,9 +292,11 @@ async def run(database: str, levels: list[int], window: float, settle: float, ra
                         proc.wait(120)
                     except subprocess.TimeoutExpired:
                         proc.kill()
-                tail = server.stderr.read().decode()[-3000:] if server.stderr else ""
-                if tail.strip():
-                    print(f"server stderr (tail):\n{tail}")
+                print(log_summary(data_dir / "server.log"))
+                kept = Path(tempfile.gettempdir()) / "parley-recorders-server.log"
+                shutil.copyfile(data_dir / "server.log", kept)
+                print(f"(the server's log: {kept})")
+                print(log_summary(data_dir / "replayer.log"))
 
 
 async def main() -> None:
