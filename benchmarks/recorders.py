@@ -13,6 +13,8 @@ until that many are live, waits `--settle` s, then measures for `--window` s:
   completes an item (the item's words go on record); this driver polls the database every
   `--poll` s for transcript rows no longer pending and takes the poll's start as the commit seen.
   So the figure is an upper bound: it includes up to one poll interval (and the poll query's time);
+  `w.p95`: p95 of the row's own completed_at (the server's clock as it wrote the row, before the
+  commit) minus the send time: the part of the latency spent before the write;
 * the server process's CPU (utime + stime from /proc, % of one core), how long its threads were
   runnable but waiting for a core (`wait %`, /proc/PID/task/*/schedstat: the machine is shared), RSS;
 * errors: calls refused, sidebands the server dropped, items sent and never committed (within 10 s),
@@ -49,7 +51,7 @@ from parley.util.serving import free_port
 
 DATA = Path(__file__).parent / "data"
 TICKS = os.sysconf("SC_CLK_TCK")
-QUERY = ("select c.upstream_call_id, t.item_id from transcript_items t join calls c on c.id = t.call_id "
+QUERY = ("select c.upstream_call_id, t.item_id, t.completed_at from transcript_items t join calls c on c.id = t.call_id "
          "where t.status <> 'pending' and t.completed_at >= {since}")
 
 
@@ -91,6 +93,7 @@ class Poller:
     def __init__(self, database: str) -> None:
         self.database = database
         self.seen: dict[tuple[str, str], float] = {}
+        self.stamped: dict[tuple[str, str], float] = {}  # the row's completed_at: the server's clock at the write
         self.polls = 0
         self.query_ms: list[float] = []
 
@@ -99,20 +102,20 @@ class Poller:
             path = self.database.split(":///", 1)[1]
             conn = sqlite3.connect(path, check_same_thread=False)
 
-            def poll() -> list[tuple[str, str]]:
+            def poll() -> list[tuple[str, str, Any]]:
                 since = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=15)).strftime("%Y-%m-%d %H:%M:%S.%f")
                 return conn.execute(QUERY.format(since="?"), (since,)).fetchall()
 
-            async def rows() -> list[tuple[str, str]]:
+            async def rows() -> list[tuple[str, str, Any]]:
                 return await asyncio.to_thread(poll)
         else:
             import asyncpg
 
             pg = await asyncpg.connect(self.database.replace("postgresql+asyncpg://", "postgresql://"))
 
-            async def rows() -> list[tuple[str, str]]:
+            async def rows() -> list[tuple[str, str, Any]]:
                 since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=15)
-                return [(r[0], r[1]) for r in await pg.fetch(QUERY.format(since="$1"), since)]
+                return [(r[0], r[1], r[2]) for r in await pg.fetch(QUERY.format(since="$1"), since)]
         while True:
             began = time.time()
             t = time.perf_counter()
@@ -123,8 +126,12 @@ class Poller:
                 found = []
             self.query_ms.append((time.perf_counter() - t) * 1000)
             self.polls += 1
-            for key in found:
-                self.seen.setdefault(key, began)
+            for call, item, stamp in found:
+                if (call, item) not in self.seen:
+                    self.seen[(call, item)] = began
+                    if isinstance(stamp, str):  # SQLite: naive UTC text
+                        stamp = dt.datetime.fromisoformat(stamp).replace(tzinfo=dt.UTC)
+                    self.stamped[(call, item)] = stamp.timestamp()
             await asyncio.sleep(max(0.0, interval - (time.time() - began)))
 
 
@@ -230,7 +237,7 @@ async def run(database: str, levels: list[int], window: float, settle: float, ra
                 print(f"machine: {describe()}")
                 print(f"database: {database.split('://')[0]}; one `parley serve` process (pid {server.pid}); "
                       f"poll every {poll * 1000:.0f} ms; window {window:g} s after {settle:g} s settling")
-                print(f"{'calls':>6} {'refused':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'items':>6} "
+                print(f"{'calls':>6} {'refused':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'w.p95':>6} {'items':>6} "
                       f"{'missing':>7} {'CPU %':>6} {'wait %':>6} {'RSS MB':>7} {'ev/s':>6} {'dropped':>7} {'rec.err':>7} "
                       f"{'lag99':>6} {'load':>14}")
                 live, refused = 0, 0
@@ -271,9 +278,11 @@ async def run(database: str, levels: list[int], window: float, settle: float, ra
                     sent = {k: v for k, v in marks.sent.items() if t0 <= v < t1}
                     latencies = [(poller.seen[k] - v) * 1000 for k, v in sent.items() if k in poller.seen]
                     missing = len(sent) - len(latencies)
+                    # the part before the write (in the server: its loop, the call's earlier events)
+                    before = [(poller.stamped[k] - v) * 1000 for k, v in sent.items() if k in poller.stamped]
                     errors = await metric(api, "parley_recorder_errors_total") - errors0
                     print(f"{live:>6} {refused:>7} {percentile(latencies, 50):>8.0f} {percentile(latencies, 95):>8.0f} "
-                          f"{percentile(latencies, 99):>8.0f} {len(latencies):>6} {missing:>7} {cpu:>6.0f} {waited:>6.0f} "
+                          f"{percentile(latencies, 99):>8.0f} {percentile(before, 95):>6.0f} {len(latencies):>6} {missing:>7} {cpu:>6.0f} {waited:>6.0f} "
                           f"{_rss_mb(server.pid):>7.0f} {rate_ev:>6.0f} "
                           f"{marks.counts['dropped_by_server'] - dropped0:>7} {errors:>7.0f} "
                           f"{marks.lag_p99 * 1000:>6.0f} {_loadavg():>14}", flush=True)
