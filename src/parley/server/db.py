@@ -32,6 +32,8 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -209,6 +211,10 @@ class Store:
         self.engine = make_engine(url)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
+    def _insert(self, table: Any) -> Any:
+        """INSERT with ON CONFLICT, in the database's dialect (SQLite and PostgreSQL spell it alike)."""
+        return pg_insert(table) if self.dialect == "postgresql" else sqlite_insert(table)
+
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
@@ -334,20 +340,17 @@ class Store:
     # transcript ---------------------------------------------------------------------------------
 
     async def save_item(self, call_id: str, rec: ItemRecord) -> None:
-        """Insert or update one transcript item (committed before this returns)."""
+        """Insert or update one transcript item (committed before this returns).
+
+        One upsert statement: it runs for every event that places or completes an item, and each
+        statement is a round trip (on SQLite, a hop to aiosqlite's thread and back)."""
         now = utcnow()
+        values = {"seq": rec.seq, "role": rec.role, "kind": rec.kind, "persona": rec.persona, "text": rec.text,
+                  "status": rec.status, "data": rec.data, "audio_end_ms": rec.audio_end_ms, "completed_at": now}
+        statement = self._insert(TranscriptItem).values(call_id=call_id, item_id=rec.item_id,
+                                                        started_at=rec.started_at or now, **values)
         async with self.sessions.begin() as s:
-            row = await s.scalar(select(TranscriptItem).where(TranscriptItem.call_id == call_id,
-                                                              TranscriptItem.item_id == rec.item_id))
-            if row is None:
-                s.add(TranscriptItem(call_id=call_id, item_id=rec.item_id, seq=rec.seq, role=rec.role,
-                                     kind=rec.kind, persona=rec.persona, text=rec.text, status=rec.status,
-                                     data=rec.data, audio_end_ms=rec.audio_end_ms,
-                                     started_at=rec.started_at or now, completed_at=now))
-            else:
-                row.seq, row.role, row.kind, row.persona = rec.seq, rec.role, rec.kind, rec.persona
-                row.text, row.status, row.data, row.audio_end_ms = rec.text, rec.status, rec.data, rec.audio_end_ms
-                row.completed_at = now
+            await s.execute(statement.on_conflict_do_update(index_elements=["call_id", "item_id"], set_=values))
 
     async def update_item(self, call_id: str, item_id: str, **values: Any) -> None:
         async with self.sessions.begin() as s:
@@ -377,14 +380,13 @@ class Store:
         """Record one response's (or transcription's) usage and add it to the call's totals, atomically.
 
         False (and nothing changed) when that response was already recorded."""
+        statement = self._insert(UsageRecord).values(
+            call_id=call_id, kind=kind, ref_id=ref_id, persona=persona, model=model, status=status,
+            input_tokens=input_tokens, output_tokens=output_tokens, usage=usage, cost_usd=cost_usd, created_at=utcnow())
         async with self.sessions.begin() as s:
-            exists = await s.scalar(select(UsageRecord.id).where(
-                UsageRecord.call_id == call_id, UsageRecord.kind == kind, UsageRecord.ref_id == ref_id))
-            if exists is not None:
+            added = await s.execute(statement.on_conflict_do_nothing(index_elements=["call_id", "kind", "ref_id"]))
+            if not getattr(added, "rowcount", 0):
                 return False
-            s.add(UsageRecord(call_id=call_id, kind=kind, ref_id=ref_id, persona=persona, model=model,
-                              status=status, input_tokens=input_tokens, output_tokens=output_tokens,
-                              usage=usage, cost_usd=cost_usd, created_at=utcnow()))
             await s.execute(update(Call).where(Call.id == call_id).values(
                 input_tokens=Call.input_tokens + input_tokens, output_tokens=Call.output_tokens + output_tokens,
                 cost_usd=Call.cost_usd + cost_usd))
