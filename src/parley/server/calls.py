@@ -399,8 +399,13 @@ class CallManager:
                     break
                 try:
                     await self._apply(live.recorder, live.agent, raw)
-                except (asyncio.CancelledError, ConnectionClosed):
+                except asyncio.CancelledError:
                     raise
+                except ConnectionClosed:
+                    # The agent's answer (a tool's output) met a closed sideband: the next read
+                    # sees the close and reconnects as any drop does; what it sent is lost.
+                    self.metrics.inc("parley_upstream_errors_total", operation="sideband", status="send_closed")
+                    log.warning("call %s: the sideband closed while the agent was sending", live.id)
                 except Exception:
                     # A bug, not bad input (that is an invalid-event change): counted and logged, and the
                     # call goes on being recorded.
