@@ -117,9 +117,12 @@ async def test_outcome_column_reads_as_people_say_it(server: str, settings: Serv
 
 LIVE = "#detail-live"
 BUBBLES = "document.querySelectorAll('#detail-transcript .bubble')"
+BOX = "document.querySelector('#detail-transcript')"
+NOTICE = "document.querySelector('#detail-notice')"
 
 
 async def test_an_active_call_is_followed_live(server: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     async with browser(None) as chromium:
         page = await chromium.new_page(viewport={"width": 1280, "height": 900})
         await page.goto(server + "/history.html")
@@ -133,8 +136,11 @@ async def test_an_active_call_is_followed_live(server: str) -> None:
             assert await page.is_visible(LIVE)
             row = await page.text_content(f'tr[data-call="{call_id}"]') or ""
             assert "In progress" in row, row
-            # lines already on the page are left alone: a mark put on them survives the updates
+            # lines already on the page are left alone: a mark put on them survives the updates; and a
+            # reader scrolled up (a short box here, so two lines overflow it) stays where they are
             await page.evaluate(f"{BUBBLES}.forEach(b => b.dataset.seen = '1')")
+            await page.evaluate(f"Object.assign({BOX}.style, {{minHeight: '0', maxHeight: '60px'}}); {BOX}.scrollTop = 0")
+            assert await page.evaluate(f"{BOX}.scrollHeight > {BOX}.clientHeight")
 
             # a new turn through the real server: it appears without a reload, after what was there
             await peer.wait_for(of_type("response.done"),
@@ -145,6 +151,23 @@ async def test_an_active_call_is_followed_live(server: str) -> None:
             assert await page.evaluate(f"[...{BUBBLES}].slice(0, 2).every(b => b.dataset.seen === '1')")
             assert await page.evaluate("performance.getEntriesByType('navigation').length === 1")
             assert await page.is_visible(LIVE)
+            assert await page.evaluate(f"{BOX}.scrollTop") == 0
+
+            # reads that fail (the network, not the server, drops them): a quiet notice, no error, still live
+            await page.evaluate(f"{BOX}.scrollTop = {BOX}.scrollHeight")
+            await page.route(f"**/api/calls/{call_id}", lambda route: route.abort())
+            await until(page, f"!{NOTICE}.hidden && {NOTICE}.textContent.includes('trying again')", 15)
+            assert await page.evaluate("document.querySelectorAll('#detail .errors').length") == 0
+            assert await page.is_visible(LIVE)
+            await page.unroute(f"**/api/calls/{call_id}")
+            # it picks up again, and a reader at the bottom follows the new lines
+            n = await page.evaluate(f"{BUBBLES}.length")
+            await peer.wait_for(of_type("response.done"), start=say_text(peer, "Can you lower the price today?"))
+            await until(page, f"{BUBBLES}.length >= {n + 2} && {NOTICE}.hidden", 40,
+                        context=f"[{NOTICE}.textContent, [...{BUBBLES}].map(b => b.textContent)]")
+            await until(page, f"{BOX}.scrollHeight - {BOX}.scrollTop - {BOX}.clientHeight < 2", 5)
+
+            await page.screenshot(path=str(ARTIFACTS / "history-live.png"), full_page=True)
 
             # the call ends: the marker goes, the end shows in the details and in the list
             r = await c.post(f"/api/calls/{call_id}/hangup")
