@@ -1,4 +1,5 @@
-"""The history page in headless Chromium against `parley serve`: what a call's end and outcome read as.
+"""The history page in headless Chromium against `parley serve`: what a call's end and outcome read as,
+and a call still in progress followed live (a real server call, typed turns over its data channel).
 
 The calls are put on record with the server's own Store (real SQLite) for the browser's user, one
 per way a call ends; the page must say what a person means ("You hung up", "Ended at the 20-minute
@@ -18,7 +19,8 @@ import pytest
 from parley.server.db import Store
 from parley.server.settings import ServerSettings
 from support.browser import browser, until
-from support.server import make_settings, running_server
+from support.rtc import of_type
+from support.server import call_json, eventually, http, make_settings, running_server, say_text, server_call
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -111,3 +113,77 @@ async def test_outcome_column_reads_as_people_say_it(server: str, settings: Serv
                                        ".map(td => td.textContent)")
         assert clipped == [], clipped
         await phone.screenshot(path=str(ARTIFACTS / "history-phone.png"), full_page=True)
+
+
+LIVE = "#detail-live"
+BUBBLES = "document.querySelectorAll('#detail-transcript .bubble')"
+BOX = "document.querySelector('#detail-transcript')"
+NOTICE = "document.querySelector('#detail-notice')"
+
+
+async def test_an_active_call_is_followed_live(server: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    async with browser(None) as chromium:
+        page = await chromium.new_page(viewport={"width": 1280, "height": 900})
+        await page.goto(server + "/history.html")
+        await until(page, "document.querySelector('#calls').textContent.includes('No calls yet')", 10)
+        cookies = {c["name"]: c["value"] for c in await page.context.cookies()}
+        async with http(server, cookies=cookies) as c, server_call(c) as (peer, call_id):
+            await peer.wait_for(of_type("response.done"), start=say_text(peer, "Hello there, my bill is too high."))
+            await eventually(lambda: _said(c, call_id, 2), timeout=30)
+            await page.goto(f"{server}/history.html?call={call_id}")
+            await until(page, f"{BUBBLES}.length === 2", 10)
+            assert await page.is_visible(LIVE)
+            row = await page.text_content(f'tr[data-call="{call_id}"]') or ""
+            assert "In progress" in row, row
+            # lines already on the page are left alone: a mark put on them survives the updates; and a
+            # reader scrolled up (a short box here, so two lines overflow it) stays where they are
+            await page.evaluate(f"{BUBBLES}.forEach(b => b.dataset.seen = '1')")
+            await page.evaluate(f"Object.assign({BOX}.style, {{minHeight: '0', maxHeight: '60px'}}); {BOX}.scrollTop = 0")
+            assert await page.evaluate(f"{BOX}.scrollHeight > {BOX}.clientHeight")
+
+            # a new turn through the real server: it appears without a reload, after what was there
+            await peer.wait_for(of_type("response.done"),
+                                start=say_text(peer, "What about my internet speed and the TV channels?"))
+            said = await until(page, f"[...{BUBBLES}].length >= 4 && [...{BUBBLES}].map(b => b.textContent)", 30,
+                               context=f"[...{BUBBLES}].map(b => b.textContent)")
+            assert "internet speed" in said[2], said
+            assert await page.evaluate(f"[...{BUBBLES}].slice(0, 2).every(b => b.dataset.seen === '1')")
+            assert await page.evaluate("performance.getEntriesByType('navigation').length === 1")
+            assert await page.is_visible(LIVE)
+            assert await page.evaluate(f"{BOX}.scrollTop") == 0
+
+            # reads that fail (the network, not the server, drops them): a quiet notice, no error, still live
+            await page.evaluate(f"{BOX}.scrollTop = {BOX}.scrollHeight")
+            await page.route(f"**/api/calls/{call_id}", lambda route: route.abort())
+            await until(page, f"!{NOTICE}.hidden && {NOTICE}.textContent.includes('trying again')", 15)
+            assert await page.evaluate("document.querySelectorAll('#detail .errors').length") == 0
+            assert await page.is_visible(LIVE)
+            await page.unroute(f"**/api/calls/{call_id}")
+            # it picks up again, and a reader at the bottom follows the new lines
+            n = await page.evaluate(f"{BUBBLES}.length")
+            await peer.wait_for(of_type("response.done"), start=say_text(peer, "Can you lower the price today?"))
+            await until(page, f"{BUBBLES}.length >= {n + 2} && {NOTICE}.hidden", 40,
+                        context=f"[{NOTICE}.textContent, [...{BUBBLES}].map(b => b.textContent)]")
+            await until(page, f"{BOX}.scrollHeight - {BOX}.scrollTop - {BOX}.clientHeight < 2", 5)
+
+            await page.evaluate(f"{BOX}.style.cssText = ''")  # the page's own box again, for the picture
+            await page.screenshot(path=str(ARTIFACTS / "history-live.png"), full_page=True)
+
+            # the call ends: the marker goes, the end shows in the details and in the list
+            r = await c.post(f"/api/calls/{call_id}/hangup")
+            assert r.status_code == 200, r.text
+            await until(page, f"document.querySelector('{LIVE}').hidden", 15)
+            ended = (await call_json(c, call_id))["end_reason_text"]
+            await until(page, f"document.querySelector('#detail-meta').textContent.includes({ended!r})", 10,
+                        context="document.querySelector('#detail-meta').textContent")
+            await until(page, f"!document.querySelector('tr[data-call=\"{call_id}\"]').textContent.includes('In progress')",
+                        15, context=f"document.querySelector('tr[data-call=\"{call_id}\"]').textContent")
+            assert await page.evaluate(f"{BUBBLES}.length") >= 4
+            assert await page.evaluate("document.querySelectorAll('#detail .errors').length") == 0
+
+
+async def _said(c: httpx.AsyncClient, call_id: str, n: int) -> dict[str, Any] | None:
+    call = await call_json(c, call_id)
+    lines = [i for i in call["transcript"] if i["kind"] == "message" and i["role"] in ("user", "assistant") and i["text"]]
+    return call if len(lines) >= n else None
