@@ -229,6 +229,20 @@ def test_an_unsure_quick_pass_too_late_for_a_careful_one_stands(make: Callable[.
     assert "Transcribe" not in types(out) and "StartResponse" in types(out)
 
 
+def test_a_committed_turn_waits_for_the_careful_pass(make: Callable[..., Harness]) -> None:
+    # push to talk: no silence window to fit in, and the client waits for the words anyway
+    h = make({"audio": {"input": {"transcription": {"model": "whisper-1"}, "turn_detection": None}}})
+    h.s.receive_audio(speech_pcm24k(PHRASE))
+    h.take()
+    quick = only(h.send({"type": "input_audio_buffer.commit"}), "Transcribe")
+    assert not quick.careful
+    h.s.transcription_result(quick.item_id, quick.attempt, HEARD_QUICKLY, sure=False)
+    careful = only(h.take(), "Transcribe")
+    assert careful.careful and careful.audio is quick.audio
+    h.s.transcription_result(careful.item_id, careful.attempt, HEARD_CAREFULLY)
+    assert only(h.take(), "conversation.item.input_audio_transcription.completed")["transcript"] == HEARD_CAREFULLY
+
+
 def test_speech_resuming_drops_the_careful_pass(make: Callable[..., Harness]) -> None:
     # a pause shorter than the window, long enough for the speculative pass to start
     h = make(transcription(SHORT_WINDOW_MS), detector=ScriptedDetector(

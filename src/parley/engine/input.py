@@ -294,8 +294,11 @@ class SessionInput:
 
     def _careful_fits(self, stt: _Stt) -> bool:
         """In session time (which keeps pace with the caller): the quick pass took now - asked_at;
-        the careful one, CAREFUL_COST times that, must end before the silence window does."""
-        if stt.window_end_ms is None or stt.committed:
+        the careful one, CAREFUL_COST times that, must end before the silence window does. A turn
+        the client committed has no window: it waits for its words either way, so it gets them."""
+        if stt.window_end_ms is None:
+            return True
+        if stt.committed:
             return False
         now = self._buffer.end_ms
         return stt.window_end_ms - now >= CAREFUL_COST * (now - stt.asked_at_ms)

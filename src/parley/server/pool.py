@@ -17,7 +17,7 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from parley.protocol.ids import engine_of
@@ -117,6 +117,15 @@ class EnginePool:
         best = min(open_, key=lambda e: (self.load(e), e.cpu, e.id))
         self._picked.setdefault(best.id, []).append(time.time())
         return best
+
+    def draining(self, url: str) -> None:
+        """An engine refused a call as draining before its beat said so: no more calls to it."""
+        def base(u: str) -> str:
+            return u.rstrip("/").removesuffix("/v1")
+
+        for engine_id, info in list(self.engines.items()):
+            if base(info.url) == base(url):
+                self.engines[engine_id] = replace(info, draining=True)
 
     def url_for(self, call_id: str) -> str | None:
         """The base URL of the engine a call id or key names."""

@@ -238,8 +238,12 @@ class Upstream:
         """POST /realtime/calls (multipart sdp + session): (SDP answer, upstream call id)."""
         client = self._new().with_options(max_retries=0)
         attempts = 1 + self.settings.upstream_retries
+        # A pooled engine that began draining since the last read of the registry refuses: the
+        # call goes to the next one (each engine at most once).
+        redirects = len(self.pool.engines) if self.pool is not None else 0
         with self._timed("calls"):
-            for attempt in range(attempts):
+            attempt = -1
+            while (attempt := attempt + 1) < attempts:
                 try:
                     async with asyncio.timeout(self.timeout + 5):
                         raw = await client.realtime.calls.with_raw_response.create(sdp=sdp, session=cast(Any, session))
@@ -253,6 +257,12 @@ class Upstream:
                         continue
                     raise self._error("calls", exc) from None
                 except openai.APIStatusError as exc:
+                    if self.pool is not None and redirects > 0 and getattr(exc, "code", None) == DRAINING:
+                        redirects -= 1
+                        attempt -= 1
+                        self.pool.draining(str(client.base_url))
+                        client = self._new().with_options(max_retries=0)
+                        continue
                     if 400 <= exc.status_code < 500 and exc.status_code not in (401, 403, 429):
                         self.metrics.inc("parley_upstream_errors_total", operation="calls", status=str(exc.status_code))
                         raise UpstreamError(400, "The upstream rejected the offer: "
@@ -339,6 +349,10 @@ class Upstream:
         if self.kind == "local":
             return f"{request_base.rstrip('/')}/v1/realtime/calls"
         return f"{self.base_url}/realtime/calls"
+
+
+#: What a draining `parley engine` answers a new call with (engine.routes).
+DRAINING = "engine_draining"
 
 
 def _message(exc: openai.APIStatusError) -> str:
