@@ -85,7 +85,7 @@ async def test_copilot_two_streams(server: str, tmp_path: Path) -> None:
         # Chromium loops their WAV (every ~14 s): a first hearing cut by the start of the call, or
         # misheard on a loaded machine, is followed by another one
         try:
-            await eventually(lambda: _first(page, "them", lambda t: wer(QUESTION, t) <= 0.5), timeout=45)
+            await eventually(lambda: _first(page, "them", lambda t: wer(QUESTION, t) <= 0.5), timeout=90)
         except TimeoutError:
             raise AssertionError(f"never heard well: {await page.evaluate(rows('them'))}") from None
         # the mic assistant answered what the OTHER party asked: the injection works
