@@ -79,7 +79,8 @@ def serve_env(data_dir: str, silence_ms: int, **extra: str) -> dict[str, str]:
     env = {**os.environ, "PARLEY_DATA_DIR": data_dir, "PARLEY_UPSTREAM": "local",
            "PARLEY_VAD_SILENCE_MS": str(silence_ms), "PARLEY_ENGINE_ICE_HOSTS": '["127.0.0.1"]',
            "PARLEY_MAX_CONCURRENT_CALLS": "64", "PARLEY_RATE_LIMIT_BURST": "200",
-           "PARLEY_RATE_LIMIT_PER_MINUTE": "600", **extra}
+           "PARLEY_RATE_LIMIT_PER_MINUTE": "600", "PARLEY_DAILY_COST_CAP_USD": "100000",
+           "PARLEY_MAX_CALL_COST_USD": "10000", **extra}
     env.pop("OPENAI_API_KEY", None)
     return env
 
