@@ -39,23 +39,36 @@ def design(in_rate: int, out_rate: int) -> tuple[int, int, int, FloatArray]:
     fc = CUTOFF * min(in_rate, out_rate) / 2 / rate  # cycles per sample at `rate`
     taps = 2 * fc * np.sinc(2 * fc * k) * np.kaiser(2 * half + 1, KAISER_BETA)
     taps *= up / taps.sum()  # unity gain after zero-stuffing
-    return up, down, half, taps[::-1].astype(np.float32)  # reversed: a dot product with the window
+    return up, down, half, taps.astype(np.float32)
 
 
 class FirResampler:
-    """Streaming mono float32 resampler by a rational up/down ratio (see the module doc)."""
+    """Streaming mono float32 resampler by a rational up/down ratio (see the module doc).
+
+    Polyphase: output n sits at n * down on the upsampled grid, and only the input samples
+    x[j] with |n * down - j * up| <= half touch it, weighted by taps[n * down - j * up + half].
+    Outputs n and n + up use the same weights, `down` inputs further on: one dot product per
+    output over ~(2 * half + 1) / up inputs, never the zero-stuffed signal."""
 
     def __init__(self, in_rate: int, out_rate: int) -> None:
         if not supports(in_rate, out_rate):
             raise ValueError(f"{in_rate} -> {out_rate} Hz is not a small rational ratio")
         self.in_rate, self.out_rate = in_rate, out_rate
-        self._up, self._down, self._half, self._taps = design(in_rate, out_rate)
+        self._up, self._down, self._half, taps = design(in_rate, out_rate)
+        # per phase (n mod up): the first input index for n = phase, and the weights in input order
+        self._phases: list[tuple[int, FloatArray]] = []
+        for phase in range(self._up):
+            m = phase * self._down
+            lo, hi = -((self._half - m) // self._up), (m + self._half) // self._up  # ceil, floor
+            js = np.arange(lo, hi + 1)
+            self._phases.append((lo, np.ascontiguousarray(taps[m - js * self._up + self._half])))
         self.reset()
 
     def reset(self) -> None:
-        # _buf holds the zero-stuffed input from upsampled index _base on; indices below 0 are zeros.
-        self._buf = np.zeros(self._half, dtype=np.float32)
-        self._base = -self._half
+        # _x holds the input from index _base on; indices below 0 are zeros (the stream's start).
+        pad = -self._phases[0][0]
+        self._x = np.zeros(pad, dtype=np.float32)
+        self._base = -pad
         self._inputs = 0  # input samples so far
         self._next = 0  # the next output sample's index
 
@@ -64,33 +77,38 @@ class FirResampler:
         if a.ndim != 1:
             raise ValueError(f"expected a 1-D mono array, got shape {a.shape}")
         if a.size:
-            stuffed = np.zeros(a.size * self._up, dtype=np.float32)
-            stuffed[:: self._up] = a
-            self._buf = np.concatenate([self._buf, stuffed])
+            self._x = np.concatenate([self._x, a])
             self._inputs += a.size
-        return self._outputs(self._inputs * self._up - 1)
+        return self._outputs(self._inputs)
 
     def _outputs(self, known: int) -> FloatArray:
-        """The output samples whose window ends at or before upsampled index `known`."""
-        up_pos = self._next * self._down  # upsampled index of the next output
-        last = (known - self._half) // self._down  # the last output computable
+        """The output samples that need no input at or beyond index `known`."""
+        up, down = self._up, self._down
+        last = (known * up - 1 - self._half) // down  # the last output computable
         count = last - self._next + 1
         if count <= 0:
             return np.zeros(0, dtype=np.float32)
-        width = 2 * self._half + 1
-        start = up_pos - self._half - self._base
-        stop = start + (count - 1) * self._down + width
-        windows = np.lib.stride_tricks.sliding_window_view(self._buf[start:stop], width)[:: self._down]
-        out: FloatArray = (windows @ self._taps).astype(np.float32)
+        out = np.empty(count, dtype=np.float32)
+        for phase, (lo, weights) in enumerate(self._phases):
+            first = self._next + (phase - self._next) % up  # the first output of this phase
+            if first > last:
+                continue
+            n = (last - first) // up + 1
+            start = lo + (first - phase) // up * down - self._base
+            span = self._x[start:start + (n - 1) * down + weights.size]
+            windows = np.lib.stride_tricks.sliding_window_view(span, weights.size)[::down]
+            out[first - self._next::up] = windows @ weights
         self._next += count
-        drop = self._next * self._down - self._half - self._base  # no longer needed by any window
-        self._buf, self._base = self._buf[drop:], self._base + drop
+        lo0 = -((self._half - self._next * down) // up)  # the first input the next output needs
+        drop = max(0, lo0 - self._base)
+        self._x, self._base = self._x[drop:], self._base + drop
         return out
 
     def flush(self) -> FloatArray:
         """The samples still held (the last 3 ms), then a fresh stream."""
         remaining = ceil(self._inputs * self._up / self._down) - self._next
-        self._buf = np.concatenate([self._buf, np.zeros(self._half + self._down, dtype=np.float32)])
-        out = self._outputs(self._inputs * self._up - 1 + self._half + self._down)[:remaining]
+        pad = self._half // self._up + self._down + 1
+        self._x = np.concatenate([self._x, np.zeros(pad, dtype=np.float32)])
+        out = self._outputs(self._inputs + pad)[:remaining]
         self.reset()
         return out
