@@ -216,18 +216,25 @@ class PaceWatch:
 async def ramp(levels: list[int], run_level: Callable[[int], Awaitable[dict[str, Any]]]) -> None:
     """Each level of simultaneous calls in turn, until one has late packets or failed turns."""
     sustained = 0
+    prompt: int | None = None  # the most calls whose p50 stayed within 2x of one call's
+    base: float | None = None
     for n in levels:
         r = await run_level(n)
         ok = r["late"] == 0 and r["failed"] == 0
         lat = r["latencies"]
         figures = summary(lat) if lat else "no turns"
+        if lat and base is None:
+            base = percentile(lat, 50)
+        if lat and base is not None and percentile(lat, 50) <= 2 * base and prompt == (sustained or None):
+            prompt = n
         print(f"  {n:2d} calls: {figures}; late agent packets {r['late']} of {r['packets']} "
               f"(worst {r['worst_ms']:.0f} ms behind), failed turns {r['failed']}"
               f"{', ' + r['extra'] if r.get('extra') else ''} -> {'ok' if ok else 'late'}", flush=True)
         if not ok:
             break
         sustained = n
-    print(f"sustained: {sustained} simultaneous phone calls with no agent packet more than {LATE_MS:.0f} ms late")
+    print(f"sustained: {sustained} simultaneous phone calls with no agent packet more than {LATE_MS:.0f} ms late; "
+          f"{prompt or 0} with turn latency p50 within 2x of one call's")
 
 
 def levels_up_to(n: int) -> list[int]:
