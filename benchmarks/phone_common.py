@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from parley.ice import pin_host_addresses  # noqa: E402
 from parley.util.serving import free_port  # noqa: E402
 from support.rtc import RtcPeer, of_type  # noqa: E402
 from support.speech import speech_bounds_ms, speech_pcm24k  # noqa: E402
+from support.twilio import ulaw_speech  # noqa: E402
 
 SENTENCES = [
     "Hi, I would like to lower my monthly bill.",
@@ -96,9 +98,17 @@ def webrtc_engine() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
+@functools.cache
 def speech(text: str) -> tuple[np.ndarray, float]:
-    """The caller's sentence as float32 24 kHz, and where its audible speech ends (ms into it)."""
+    """The caller's sentence as float32 24 kHz, and where its audible speech ends (ms into it).
+    Cached: synthesizing it mid-call would stall this process's callers (and look like late packets)."""
     return speech_pcm24k(text), speech_bounds_ms(text)[1]
+
+
+@functools.cache
+def ulaw(text: str) -> bytes:
+    """The caller's sentence as G.711 μ-law at 8 kHz (cached, as `speech`)."""
+    return ulaw_speech(text)
 
 
 class WebRtcCaller:
@@ -213,8 +223,13 @@ class PaceWatch:
         self.packets += 1
 
 
-async def ramp(levels: list[int], run_level: Callable[[int], Awaitable[dict[str, Any]]]) -> None:
-    """Each level of simultaneous calls in turn, until one has late packets or failed turns."""
+async def ramp(levels: list[int], run_level: Callable[[int], Awaitable[dict[str, Any]]],
+               warm_up: Callable[[], Awaitable[None]]) -> None:
+    """Each level of simultaneous calls in turn, until one has late packets or failed turns; after
+    one call that is not counted (the server's first call loads what it had not yet)."""
+    for text in SENTENCES:
+        speech(text), ulaw(text)
+    await warm_up()
     sustained = 0
     prompt: int | None = None  # the most calls whose p50 stayed within 2x of one call's
     base: float | None = None
@@ -228,7 +243,7 @@ async def ramp(levels: list[int], run_level: Callable[[int], Awaitable[dict[str,
         if lat and base is not None and percentile(lat, 50) <= 2 * base and prompt == (sustained or None):
             prompt = n
         print(f"  {n:2d} calls: {figures}; late agent packets {r['late']} of {r['packets']} "
-              f"(worst {r['worst_ms']:.0f} ms behind), failed turns {r['failed']}"
+              f"(the worst {r['worst_ms']:.0f} ms behind as received), failed turns {r['failed']}"
               f"{', ' + r['extra'] if r.get('extra') else ''} -> {'ok' if ok else 'late'}", flush=True)
         if not ok:
             break

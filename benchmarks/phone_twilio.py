@@ -46,9 +46,10 @@ from phone_common import (
     serve_env,
     single,
     speech,
+    ulaw,
     webrtc_engine,
 )
-from support.twilio import TwilioPeer, energy_dbfs, ulaw_speech, voice_webhook
+from support.twilio import TwilioPeer, energy_dbfs, voice_webhook
 
 
 class Audible:
@@ -119,7 +120,7 @@ class TwilioCaller:
         self._account()
         self.watch.restart()  # her answer is a new burst
         peer.utterance_started = None
-        peer.say(ulaw_speech(text))
+        peer.say(ulaw(text))
         await peer.wait_for(lambda: peer.utterance_started is not None, timeout=10)
         assert peer.utterance_started is not None
         speech_end = peer.utterance_started + end_ms / 1000
@@ -162,6 +163,11 @@ async def run_level(url: str, calls: int, seconds: float) -> dict[str, Any]:
             "packets": sum(p.watch.packets for p in phones), "worst_ms": max(p.watch.worst_ms for p in phones)}
 
 
+async def warm_up(url: str) -> None:
+    async with TwilioCaller.open(url, 999) as phone:
+        await phone.turn(SENTENCES[0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--turns", type=int, default=20)
@@ -180,7 +186,7 @@ def main() -> None:
                     f"{url}/healthz"):
         if args.calls:
             print(f"simultaneous Twilio calls, each taking a turn every few seconds ({args.seconds:.0f} s per level):")
-            asyncio.run(ramp(levels_up_to(args.calls), lambda n: run_level(url, n, args.seconds)))
+            asyncio.run(ramp(levels_up_to(args.calls), lambda n: run_level(url, n, args.seconds), lambda: warm_up(url)))
         else:
             asyncio.run(run_single(url, args.turns, args.compare, args.vad_silence_ms))
 
