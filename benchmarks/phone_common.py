@@ -64,6 +64,11 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 120.
     raise TimeoutError(f"{url} never answered")
 
 
+def baseline_env(env: dict[str, str], src: str | None) -> dict[str, str]:
+    """`env` for a server from another checkout's `src` (--baseline: before/after side by side)."""
+    return {**env, "PYTHONPATH": str(Path(src).resolve())} if src else env
+
+
 @contextlib.contextmanager
 def process(args: list[str], env: dict[str, str], health: str) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen([sys.executable, "-m", "parley.cli", *args], env=env,
@@ -167,26 +172,46 @@ def summary(values: list[float]) -> str:
             f"max {max(values):4.0f} ms ({len(values)} turns)")
 
 
-async def single(label: str, turns: int, phone_turn: Callable[[int], Awaitable[float]],
-                 webrtc: WebRtcCaller | None) -> None:
-    """`turns` phone turns (each followed by a WebRTC turn when comparing); the figures side by side."""
-    phone: list[float] = []
+Turn = Callable[[int], Awaitable[float]]
+
+
+def sentences(say: Callable[[str], Awaitable[float]]) -> Turn:
+    """Turn n says SENTENCES[n], round and round."""
+    def turn(n: int) -> Awaitable[float]:
+        return say(SENTENCES[n % len(SENTENCES)])
+    return turn
+
+
+async def single(phones: list[tuple[str, Turn]], turns: int, webrtc: WebRtcCaller | None) -> None:
+    """`turns` turns on each phone line (a baseline's too), each followed by a WebRTC turn when
+    comparing, interleaved so that all share the machine's load; the figures side by side."""
+    lines: dict[str, list[float]] = {label: [] for label, _ in phones}
     rtc: list[float] = []
     for n in range(turns):
-        phone.append(await phone_turn(n))
-        line = f"turn {n + 1:2d}: {label} {phone[-1]:5.0f} ms"
+        parts = []
+        for label, phone_turn in phones:
+            lines[label].append(await phone_turn(n))
+            parts.append(f"{label} {lines[label][-1]:5.0f} ms")
         if webrtc is not None:
             rtc.append(await webrtc.turn(SENTENCES[n % len(SENTENCES)]))
-            line += f", WebRTC {rtc[-1]:5.0f} ms"
-        print(line, flush=True)
+            parts.append(f"WebRTC {rtc[-1]:5.0f} ms")
+        print(f"turn {n + 1:2d}: " + ", ".join(parts), flush=True)
     print()
-    print(f"end of caller speech -> first audible agent packet, {label}: {summary(phone)}")
+    width = max(len(label) for label in [*lines, "WebRTC"])
+    print("end of caller speech -> first audible agent packet:")
+    for label, values in lines.items():
+        print(f"  {label:<{width}}  {summary(values)}")
     if webrtc is not None:
-        print(f"the same on WebRTC, interleaved turn by turn:{' ' * max(0, len(label) - 19)} {summary(rtc)}")
-        d50 = percentile(phone, 50) - percentile(rtc, 50)
-        d95 = percentile(phone, 95) - percentile(rtc, 95)
-        print(f"{label} - WebRTC: p50 {d50:+.0f} ms, p95 {d95:+.0f} ms; ratio p50 "
-              f"{percentile(phone, 50) / percentile(rtc, 50):.2f} (target: within 30 ms)")
+        print(f"  {'WebRTC':<{width}}  {summary(rtc)}")
+        for label, values in lines.items():
+            d50 = percentile(values, 50) - percentile(rtc, 50)
+            d95 = percentile(values, 95) - percentile(rtc, 95)
+            print(f"{label} - WebRTC: p50 {d50:+.0f} ms, p95 {d95:+.0f} ms; ratio p50 "
+                  f"{percentile(values, 50) / percentile(rtc, 50):.2f} (target: within 30 ms)")
+    if len(phones) > 1:
+        (now, a), (then, b) = list(lines.items())[:2]
+        print(f"{now} - {then}: p50 {percentile(a, 50) - percentile(b, 50):+.0f} ms, "
+              f"p95 {percentile(a, 95) - percentile(b, 95):+.0f} ms")
 
 
 class PaceWatch:

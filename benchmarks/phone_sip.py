@@ -2,6 +2,7 @@
 many simultaneous SIP calls two cores carry with no late agent packets.
 
     .venv/bin/python benchmarks/phone_sip.py [--turns 20] [--vad-silence-ms 500] [--compare]
+    .venv/bin/python benchmarks/phone_sip.py --compare --baseline ../other-checkout/src
     .venv/bin/python benchmarks/phone_sip.py --calls 8 [--seconds 30]
 
 `parley serve` runs as its own process with the engine in process taking SIP on a loopback UDP port
@@ -11,7 +12,8 @@ signalling, as tests/support/sip_phone.py) dials it and keeps its line going as 
 20 ms G.711 μ-law RTP packet every 20 ms, the caller's sentences or silence. Per turn it measures
 from the end of the caller's audible speech in the sent RTP to the first agent RTP packet above
 -45 dBFS received. --compare follows each phone turn with a WebRTC turn on a `parley engine` at the
-same silence window (see phone_common.py). --calls N ramps up to N calls, each taking a turn every
+same silence window (see phone_common.py); --baseline SRC adds a turn on a second server run from
+another checkout's code (before/after on the same load). --calls N ramps up to N calls, each taking a turn every
 few seconds, and counts agent packets that arrived more than 20 ms behind the 20 ms pace.
 """
 
@@ -43,9 +45,11 @@ from phone_common import (
     SENTENCES,
     PaceWatch,
     WebRtcCaller,
+    baseline_env,
     levels_up_to,
     process,
     ramp,
+    sentences,
     serve_env,
     single,
     speech,
@@ -142,14 +146,16 @@ class SipCaller:
         return float((heard - speech_end) * 1000)
 
 
-async def run_single(sip: tuple[str, int], turns: int, compare: bool, silence_ms: int) -> None:
-    async with SipCaller.open(sip) as phone, contextlib.AsyncExitStack() as stack:
+async def run_single(sips: list[tuple[str, int]], turns: int, compare: bool, silence_ms: int) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        phones = [await stack.enter_async_context(SipCaller.open(sip)) for sip in sips]
         webrtc = None
         if compare:
             engine_url = stack.enter_context(webrtc_engine())
             webrtc = await WebRtcCaller.open(engine_url, silence_ms)
             stack.push_async_callback(webrtc.close)
-        await single("SIP (RTP)", turns, lambda n: phone.turn(SENTENCES[n % len(SENTENCES)]), webrtc)
+        labels = ["SIP (RTP)", "SIP baseline"]
+        await single([(label, sentences(phone.turn)) for label, phone in zip(labels, phones, strict=False)], turns, webrtc)
 
 
 async def engine_late_frames(url: str) -> int | None:
@@ -198,6 +204,8 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--vad-silence-ms", type=int, default=500)
     parser.add_argument("--compare", action="store_true", help="a WebRTC turn after each phone turn")
+    parser.add_argument("--baseline", metavar="SRC", help="also a server from another checkout's src directory, "
+                        "turn by turn with this one (before/after)")
     parser.add_argument("--calls", type=int, default=0, help="ramp up to this many simultaneous calls")
     parser.add_argument("--seconds", type=float, default=30.0, help="duration of each --calls level")
     args = parser.parse_args()
@@ -206,19 +214,30 @@ def main() -> None:
           f" share these cores; VAD silence window {args.vad_silence_ms} ms")
     port, sip_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
-    secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
-    env = serve_env(tempfile.mkdtemp(prefix="parley-sip-bench-"), args.vad_silence_ms,
-                    PARLEY_ENGINE_SIP_ADDR=f"127.0.0.1:{sip_port}", PARLEY_OPENAI_WEBHOOK_SECRET=secret,
-                    PARLEY_ENGINE_SIP_WEBHOOK_URL=f"{url}/webhooks/openai")
     sip = ("127.0.0.1", sip_port)
-    with process(["serve", "--port", str(port)], env, f"{url}/healthz"):
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(process(["serve", "--port", str(port)], sip_env(url, sip_port, args.vad_silence_ms),
+                                    f"{url}/healthz"))
+        sips = [sip]
+        if args.baseline:
+            other, other_sip = free_port(), free_port()
+            env = baseline_env(sip_env(f"http://127.0.0.1:{other}", other_sip, args.vad_silence_ms), args.baseline)
+            stack.enter_context(process(["serve", "--port", str(other)], env, f"http://127.0.0.1:{other}/healthz"))
+            sips.append(("127.0.0.1", other_sip))
         if args.calls:
             print(f"simultaneous SIP calls, each taking a turn every few seconds ({args.seconds:.0f} s per level):")
             asyncio.run(ramp(levels_up_to(args.calls), lambda n: run_level(url, sip, n, args.seconds),
                              lambda: warm_up(sip)))
         else:
-            asyncio.run(run_single(sip, args.turns, args.compare, args.vad_silence_ms))
+            asyncio.run(run_single(sips, args.turns, args.compare, args.vad_silence_ms))
 
+
+def sip_env(url: str, sip_port: int, silence_ms: int) -> dict[str, str]:
+    """A server whose in-process engine takes SIP on `sip_port` and announces calls to the server."""
+    secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+    return serve_env(tempfile.mkdtemp(prefix="parley-sip-bench-"), silence_ms,
+                     PARLEY_ENGINE_SIP_ADDR=f"127.0.0.1:{sip_port}", PARLEY_OPENAI_WEBHOOK_SECRET=secret,
+                     PARLEY_ENGINE_SIP_WEBHOOK_URL=f"{url}/webhooks/openai")
 
 if __name__ == "__main__":
     main()

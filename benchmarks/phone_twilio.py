@@ -2,6 +2,7 @@
 and how many simultaneous phone calls two cores carry with no late agent audio.
 
     .venv/bin/python benchmarks/phone_twilio.py [--turns 20] [--vad-silence-ms 500] [--compare]
+    .venv/bin/python benchmarks/phone_twilio.py --compare --baseline ../other-checkout/src
     .venv/bin/python benchmarks/phone_twilio.py --calls 8 [--seconds 30]
 
 `parley serve` runs as its own process on the local engine, with unsigned webhooks allowed
@@ -10,7 +11,8 @@ webhook, opens the media stream, sends TTS sentences as 20 ms μ-law frames pace
 in between), and plays the agent's media in real time, echoing marks. Per turn it measures from the end
 of the caller's audible speech in the sent μ-law to the first agent `media` frame above -45 dBFS
 received (Twilio would play it from there). --compare follows each phone turn with a WebRTC turn on a
-`parley engine` at the same silence window (see phone_common.py). --calls N ramps up to N calls, each
+`parley engine` at the same silence window (see phone_common.py); --baseline SRC adds a turn on a
+second server run from another checkout's code (before/after on the same load). --calls N ramps up to N calls, each
 taking a turn every few seconds, and counts agent frames that reached Twilio after their play time
 (more than 20 ms: the caller hears a gap).
 """
@@ -40,9 +42,11 @@ from phone_common import (
     SENTENCES,
     PaceWatch,
     WebRtcCaller,
+    baseline_env,
     levels_up_to,
     process,
     ramp,
+    sentences,
     serve_env,
     single,
     speech,
@@ -130,14 +134,16 @@ class TwilioCaller:
         return float((heard - speech_end) * 1000)
 
 
-async def run_single(url: str, turns: int, compare: bool, silence_ms: int) -> None:
-    async with TwilioCaller.open(url) as phone, contextlib.AsyncExitStack() as stack:
+async def run_single(urls: list[str], turns: int, compare: bool, silence_ms: int) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        phones = [await stack.enter_async_context(TwilioCaller.open(url)) for url in urls]
         webrtc = None
         if compare:
             engine_url = stack.enter_context(webrtc_engine())
             webrtc = await WebRtcCaller.open(engine_url, silence_ms)
             stack.push_async_callback(webrtc.close)
-        await single("Twilio bridge", turns, lambda n: phone.turn(SENTENCES[n % len(SENTENCES)]), webrtc)
+        labels = ["Twilio bridge", "Twilio baseline"]
+        await single([(label, sentences(phone.turn)) for label, phone in zip(labels, phones, strict=False)], turns, webrtc)
 
 
 async def run_level(url: str, calls: int, seconds: float) -> dict[str, Any]:
@@ -173,6 +179,8 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--vad-silence-ms", type=int, default=500)
     parser.add_argument("--compare", action="store_true", help="a WebRTC turn after each phone turn")
+    parser.add_argument("--baseline", metavar="SRC", help="also a server from another checkout's src directory, "
+                        "turn by turn with this one (before/after)")
     parser.add_argument("--calls", type=int, default=0, help="ramp up to this many simultaneous calls")
     parser.add_argument("--seconds", type=float, default=30.0, help="duration of each --calls level")
     args = parser.parse_args()
@@ -181,15 +189,22 @@ def main() -> None:
           f" share these cores; VAD silence window {args.vad_silence_ms} ms")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory() as data, \
-            process(["serve", "--port", str(port)], serve_env(data, args.vad_silence_ms, PARLEY_TWILIO_INSECURE="1"),
-                    f"{url}/healthz"):
+    with contextlib.ExitStack() as stack:
+        env = serve_env(stack.enter_context(tempfile.TemporaryDirectory()), args.vad_silence_ms,
+                        PARLEY_TWILIO_INSECURE="1")
+        stack.enter_context(process(["serve", "--port", str(port)], env, f"{url}/healthz"))
+        urls = [url]
+        if args.baseline:
+            other = free_port()
+            urls.append(f"http://127.0.0.1:{other}")
+            env = baseline_env(serve_env(stack.enter_context(tempfile.TemporaryDirectory()), args.vad_silence_ms,
+                                         PARLEY_TWILIO_INSECURE="1"), args.baseline)
+            stack.enter_context(process(["serve", "--port", str(other)], env, f"{urls[1]}/healthz"))
         if args.calls:
             print(f"simultaneous Twilio calls, each taking a turn every few seconds ({args.seconds:.0f} s per level):")
             asyncio.run(ramp(levels_up_to(args.calls), lambda n: run_level(url, n, args.seconds), lambda: warm_up(url)))
         else:
-            asyncio.run(run_single(url, args.turns, args.compare, args.vad_silence_ms))
-
+            asyncio.run(run_single(urls, args.turns, args.compare, args.vad_silence_ms))
 
 if __name__ == "__main__":
     main()
