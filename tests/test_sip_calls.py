@@ -46,6 +46,7 @@ class Line:
     engine: Engine
     sip: tuple[str, int]  # the engine's SIP address
     hooks: list[tuple[bytes, dict[str, str], int]]  # webhooks the engine sent: body, headers, server's status
+    app: Any  # the server's app, for fault injection
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +68,12 @@ def line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Line]:
         hooks.append((body, headers, r.status_code))
         return Response(r.content, status_code=r.status_code, media_type="application/json")
 
-    with running_app(settings, engine=engine) as (url, _app), \
+    with running_app(settings, engine=engine) as (url, app), \
             serve_app(Starlette(routes=[Route("/hook", relay, methods=["POST"])])) as relay_url:
         target["url"] = f"{url}/webhooks/openai"
         assert engine.sip is not None
         engine.sip.webhook_url = f"{relay_url}/hook"
-        yield Line(url, engine, engine.sip.address, hooks)
+        yield Line(url, engine, engine.sip.address, hooks, app)
 
 
 @pytest.fixture
@@ -205,6 +206,28 @@ async def test_keypad_digit_reaches_the_sideband(line: Line, phone: SipPhone) ->
                     return dict(event)
         event = await asyncio.wait_for(digit(), 15)
         assert event["event"] == "7"
+    await phone.hang_up()
+    await wait_until(lambda: _true(not line.engine.calls))
+
+
+async def test_a_webhook_that_failed_part_way_is_handled_on_retry(line: Line, phone: SipPhone) -> None:
+    calls = line.app.state.server.calls
+    start = calls.start_phone_call
+
+    async def fails_once(*args: Any, **kwargs: Any) -> Any:
+        # Fault injection: this attempt dies part-way (as on a database outage); the next is real.
+        calls.start_phone_call = start
+        raise RuntimeError("injected failure")
+
+    calls.start_phone_call = fails_once
+    hooks = len(line.hooks)
+    await phone.call(line.sip)  # the engine retries the delivery, as OpenAI does: the retry is acted on
+    await wait_until(lambda: _true(len(line.hooks) >= hooks + 2))  # the relay notes it once answered
+    (first, _h, failed), (again, headers, answered) = line.hooks[hooks:hooks + 2]
+    assert (failed, answered) == (500, 200) and first == again
+    async with httpx.AsyncClient(base_url=line.url, timeout=30) as raw:
+        r = await raw.post("/webhooks/openai", content=again, headers=headers)
+        assert r.status_code == 409  # once handled, the same id is a replay again
     await phone.hang_up()
     await wait_until(lambda: _true(not line.engine.calls))
 

@@ -137,23 +137,24 @@ def test_a_later_mark_confirms_the_earlier_ones_and_items_are_cut_separately() -
     assert p.interrupt() == []
 
 
-def test_stream_tokens_are_one_time_and_expire() -> None:
+async def test_stream_tokens_are_one_time_and_expire() -> None:
     now = [100.0]
     tokens = StreamTokens(ttl=60, clock=lambda: now[0])
     ticket = Ticket(persona="negotiator/sarah", caller="+15551234567", called="+15557654321", call_sid="CA1")
-    token = tokens.issue(ticket)
+    token = await tokens.issue(ticket)
     assert len(token) >= 32
-    assert tokens.take(token) == ticket
-    assert tokens.take(token) is None  # used
-    assert tokens.take(None) is None and tokens.take("made-up") is None
-    late = tokens.issue(ticket)
+    assert await tokens.take(token) == ticket
+    assert await tokens.take(token) is None  # used
+    assert await tokens.take(None) is None and await tokens.take("made-up") is None
+    assert await tokens.take("x" * 10_000) is None
+    late = await tokens.issue(ticket)
     now[0] += 61
-    assert tokens.take(late) is None  # expired
+    assert await tokens.take(late) is None  # expired
     small = StreamTokens(max_tokens=3, clock=lambda: now[0])
-    first = small.issue(ticket)
+    first = await small.issue(ticket)
     for _ in range(3):
-        small.issue(ticket)
-    assert len(small) == 3 and small.take(first) is None  # the oldest made room
+        await small.issue(ticket)
+    assert len(small) == 3 and await small.take(first) is None  # the oldest made room
 
 
 def test_numbers_are_masked() -> None:

@@ -3,7 +3,8 @@
 The GA protocol names formats "audio/pcm" (PCM16 LE mono 24 kHz), "audio/pcmu" and "audio/pcma"
 (G.711 mu-law / A-law, 8 kHz). The beta names ("pcm16", "g711_ulaw", "g711_alaw") are accepted
 too so callers need not translate first. One decoder/encoder per session direction: the G.711
-paths hold a streaming resampler whose state must follow a single audio stream.
+paths hold a streaming resampler whose state must follow a single audio stream (a low-latency
+FIR: phone audio is live, and soxr would hold back up to 60 ms of it).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from parley.audio.pcm import (
     int16_to_float,
     pcm16_to_float,
 )
-from parley.audio.resample import StreamResampler
+from parley.audio.resample import LOW_LATENCY, StreamResampler
 
 AudioFormat = Literal["audio/pcm", "audio/pcmu", "audio/pcma"]
 
@@ -64,7 +65,7 @@ class InputDecoder:
 
     def __init__(self, fmt: str = PCM) -> None:
         self.format: AudioFormat = normalize_format(fmt)
-        self._resampler = StreamResampler(format_rate(self.format), SAMPLE_RATE)
+        self._resampler = StreamResampler(format_rate(self.format), SAMPLE_RATE, LOW_LATENCY)
 
     def decode(self, data: bytes | bytearray | memoryview) -> FloatArray:
         if self.format == PCM:
@@ -88,7 +89,7 @@ class OutputEncoder:
 
     def __init__(self, fmt: str = PCM) -> None:
         self.format: AudioFormat = normalize_format(fmt)
-        self._resampler = StreamResampler(SAMPLE_RATE, format_rate(self.format))
+        self._resampler = StreamResampler(SAMPLE_RATE, format_rate(self.format), LOW_LATENCY)
 
     def _pack(self, x: npt.NDArray[np.float32]) -> bytes:
         if self.format == PCM:

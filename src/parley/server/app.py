@@ -48,7 +48,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from parley.http.body import BodyLimit
 from parley.http.errors import error_response, install_error_handlers
 from parley.protocol.pricing import DEFAULT_TABLE, PriceTable
-from parley.telephony.tokens import StreamTokens
+from parley.telephony.tokens import RedisStreamTokens, StreamTokens
 
 from .auth import Authenticator, BearerAuth, CookieAuth, NoAuth, Signer, TokenTable
 from .calls import CallManager
@@ -262,7 +262,8 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None,
     app = FastAPI(title="Parley server", version="0.1.0", lifespan=lifespan,
                   description="Ephemeral keys, server-held calls with sideband recording, limits and storage.")
     app.state.server = state
-    app.state.twilio_tokens = StreamTokens()
+    # Shared mode: Twilio's voice webhook and its media stream may reach different processes.
+    app.state.twilio_tokens = RedisStreamTokens(hub.redis, hub.key("twilio-stream")) if hub is not None else StreamTokens()
     # A call's recording is the one large body the server takes.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes,
                        limit_for=lambda path: settings.max_audio_bytes if recordings.AUDIO_UPLOAD.match(path) else None)

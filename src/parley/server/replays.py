@@ -16,6 +16,10 @@ class ReplayGuard(Protocol):
         """True the first time `webhook_id` is seen within the guard's window (and remember it)."""
         ...
 
+    async def forget(self, webhook_id: str) -> None:
+        """Handling `webhook_id` failed: its sender's retry is to be acted on, not refused."""
+        ...
+
 
 class MemoryReplays:
     """Ids seen in the last `ttl` seconds, in one process (bounded: the oldest go first)."""
@@ -32,3 +36,6 @@ class MemoryReplays:
             return False
         self._seen[webhook_id] = now + self.ttl
         return True
+
+    async def forget(self, webhook_id: str) -> None:
+        self._seen.pop(webhook_id, None)

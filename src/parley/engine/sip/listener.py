@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 # A call nobody accepts or rejects within this long is refused (OpenAI drops unanswered calls too).
 RING_TIMEOUT_S = 30.0
 WEBHOOK_TIMEOUT_S = 10.0
+WEBHOOK_RETRY_S = (0.5, 1.0, 2.0)  # waits before the retries of a failed delivery, within the ring
 MAX_DATAGRAM = 16 * 1024
 USER_AGENT = "parley-engine"
 REASONS = {403: "Forbidden", 404: "Not Found", 480: "Temporarily Unavailable", 486: "Busy Here",
@@ -180,17 +181,26 @@ class SipListener:
         self._spawn(self._notify(call_id, incoming.invite))
 
     async def _notify(self, call_id: str, invite: SipRequest) -> None:
+        """Post the webhook; as OpenAI does, retry the same delivery (same webhook id) after a
+        transport error or a 5xx while the call rings. A 4xx, or no luck, refuses the call."""
         assert self.webhook_url is not None and self.webhook_secret is not None
         hook = incoming_call_webhook(call_id, sip_headers(invite), self.webhook_secret)
-        try:
-            r = await self._http.post(self.webhook_url, content=hook.body, headers=hook.headers)
-        except httpx.HTTPError as exc:
-            log.warning("call %s: the webhook failed (%s)", call_id, type(exc).__name__)
-            self._refuse(call_id, 480, "Temporarily Unavailable")
-            return
-        if r.status_code >= 300:
-            log.warning("call %s: the webhook answered %d", call_id, r.status_code)
-            self._refuse(call_id, 480, "Temporarily Unavailable")
+        for attempt, backoff in enumerate((*WEBHOOK_RETRY_S, None)):
+            try:
+                r = await self._http.post(self.webhook_url, content=hook.body, headers=hook.headers)
+                failure, status = "", r.status_code
+            except httpx.HTTPError as exc:
+                failure, status = type(exc).__name__, 0
+            if not failure and status < 300:
+                return
+            log.warning("call %s: the webhook %s (attempt %d)", call_id,
+                        f"failed ({failure})" if failure else f"answered {status}", attempt + 1)
+            if backoff is None or 400 <= status < 500 or call_id not in self.pending:
+                break
+            await asyncio.sleep(backoff)
+            if call_id not in self.pending:  # answered meanwhile (by an earlier delivery), or hung up
+                return
+        self._refuse(call_id, 480, "Temporarily Unavailable")
 
     def _on_bye(self, incoming: IncomingCall, _request: SipRequest) -> None:
         call_id = self._ours.pop(incoming.call_id, None)

@@ -19,7 +19,7 @@ from aiortp import DtmfReceiver, RtpPacket
 
 from parley.audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from parley.audio.pcm import SAMPLE_RATE, FloatArray
-from parley.audio.resample import StreamResampler
+from parley.audio.resample import LOW_LATENCY, StreamResampler
 
 G711_RATE = 8000
 FRAME_MS = 20
@@ -61,8 +61,8 @@ class RtpReceiver:
         self.payload_type = payload_type
         self.dtmf_payload_type = dtmf_payload_type
         self._decode = ulaw_decode if payload_type == PCMU else alaw_decode
-        # LQ: a steady 8 -> 24 kHz stream, with little held back on each turn.
-        self._resampler = StreamResampler(G711_RATE, SAMPLE_RATE, quality="LQ")
+        # Low latency: soxr would hold back up to 37 ms (LQ) of the caller's last words.
+        self._resampler = StreamResampler(G711_RATE, SAMPLE_RATE, quality=LOW_LATENCY)
         self._ssrc: int | None = None
         self._last_seq: int | None = None
         self._next_ts: int | None = None
@@ -106,7 +106,7 @@ class RtpSender:
     def __init__(self, payload_type: int) -> None:
         self.payload_type = payload_type
         self._encode = ulaw_encode if payload_type == PCMU else alaw_encode
-        self._resampler = StreamResampler(SAMPLE_RATE, G711_RATE, quality="LQ")
+        self._resampler = StreamResampler(SAMPLE_RATE, G711_RATE, quality=LOW_LATENCY)
         self._ssrc = random.getrandbits(32)
         self._seq = random.getrandbits(16)
         self._ts = random.getrandbits(32)

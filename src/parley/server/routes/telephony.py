@@ -25,7 +25,7 @@ from parley.apps.scenarios import Persona
 from parley.http.errors import ApiError
 from parley.http.sdp import media_type
 from parley.telephony import twilio_stream as ts
-from parley.telephony.tokens import StreamTokens, Ticket
+from parley.telephony.tokens import Ticket, TokenStore
 
 from ..personas import DEFAULT_PERSONA, find_persona
 from ..settings import ServerSettings
@@ -54,9 +54,9 @@ VOICE_BODY = {"requestBody": {"required": True, "content": {"application/x-www-f
                     "description": "The persona to answer with (else by the number called, else the default)."}]}
 
 
-def stream_tokens(app_state: object) -> StreamTokens:
-    tokens = getattr(app_state, "twilio_tokens", None)
-    assert isinstance(tokens, StreamTokens), "create_app sets app.state.twilio_tokens"
+def stream_tokens(app_state: object) -> TokenStore:
+    tokens: TokenStore | None = getattr(app_state, "twilio_tokens", None)
+    assert tokens is not None, "create_app sets app.state.twilio_tokens"
     return tokens
 
 
@@ -123,7 +123,7 @@ async def twilio_voice(request: Request, state: State) -> Response:
         log.info("twilio call %s rejected: too many calls", params.get("CallSid", "?")[:64])
         twiml.reject(reason="busy")
         return _xml(twiml)
-    token = stream_tokens(request.app.state).issue(Ticket(
+    token = await stream_tokens(request.app.state).issue(Ticket(
         persona=persona.id, caller=params.get("From", "")[:64], called=called, call_sid=params.get("CallSid", "")[:64]))
     connect = Connect()
     stream = connect.stream(url=media_url(request, settings))
@@ -147,7 +147,7 @@ async def twilio_media(websocket: WebSocket) -> None:
     if start is None:
         await _refuse(websocket, state, "no_start", "no start frame")
         return
-    ticket = stream_tokens(websocket.app.state).take(start.parameters.get(TOKEN_PARAMETER))
+    ticket = await stream_tokens(websocket.app.state).take(start.parameters.get(TOKEN_PARAMETER))
     if ticket is None:
         log.warning("twilio stream %s refused: no valid one-time token", start.stream_sid)
         await _refuse(websocket, state, "bad_token", "no valid stream token")

@@ -3,7 +3,8 @@
 
 The signature is checked with the `openai` SDK's helper against `PARLEY_OPENAI_WEBHOOK_SECRET`
 before anything else; a webhook id is acted on once (`server.replays`). Refusals are JSON errors
-and start nothing.
+and start nothing. An attempt that fails part-way (a 5xx) forgets its id again, so that the
+sender's retry of the same delivery is handled rather than refused as a replay.
 """
 
 from __future__ import annotations
@@ -46,13 +47,20 @@ async def openai_webhook(request: Request, state: State) -> dict[str, Any]:
         state.metrics.inc("parley_webhooks_total", outcome="bad_signature")
         log.info("refused a webhook: %s", str(exc)[:200])
         raise ApiError(400, "The webhook signature does not verify.", "invalid_webhook_signature") from None
-    if not await state.replays.first_time(request.headers["webhook-id"][:256]):
+    webhook_id = request.headers["webhook-id"][:256]
+    if not await state.replays.first_time(webhook_id):
         state.metrics.inc("parley_webhooks_total", outcome="replay")
-        log.info("refused a replayed webhook %s", request.headers["webhook-id"][:64])
+        log.info("refused a replayed webhook %s", webhook_id[:64])
         raise ApiError(409, "This webhook id was already received.", "duplicate_webhook")
     if not isinstance(event, RealtimeCallIncomingWebhookEvent):
         state.metrics.inc("parley_webhooks_total", outcome="ignored")
         return {"status": "ignored", "type": str(getattr(event, "type", ""))[:64]}
     state.metrics.inc("parley_webhooks_total", outcome="ok")
     headers = [{"name": h.name, "value": h.value} for h in event.data.sip_headers]
-    return await incoming_call(state, event.data.call_id, headers, self_url=_self_url(request, state.settings))
+    try:
+        return await incoming_call(state, event.data.call_id, headers, self_url=_self_url(request, state.settings))
+    except BaseException:
+        state.metrics.inc("parley_webhooks_total", outcome="failed")
+        log.warning("webhook %s failed part-way; its retry will be handled", webhook_id[:64])
+        await state.replays.forget(webhook_id)
+        raise

@@ -13,3 +13,6 @@ class RedisReplays:
     async def first_time(self, webhook_id: str) -> bool:
         # SET NX is the check and the record in one step: of two deliveries at once, one wins.
         return bool(await self.hub.redis.set(self.hub.key("webhook", webhook_id), "1", nx=True, px=self.ttl_ms))
+
+    async def forget(self, webhook_id: str) -> None:
+        await self.hub.redis.delete(self.hub.key("webhook", webhook_id))
