@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -13,6 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from parley.apps.local import local_engine
 from parley.protocol.session import SessionConfig
 from parley.util.serving import serve_app
+from support.services import postgres_database, redis_server
 from support.session import Harness, types
 
 
@@ -44,3 +45,17 @@ def make() -> Iterator[Callable[..., Harness]]:
         h.s.close()
     for h in made:
         h.check_snapshots()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A private redis-server on a unix socket (skips, saying why, where there is none)."""
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture
+async def database() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database (skips, saying why, where no server is reachable)."""
+    async with postgres_database() as url:
+        yield url

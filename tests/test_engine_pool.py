@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,6 @@ from parley.protocol import ids
 from support.cluster import Cluster, EngineProcess
 from support.rtc import RtcPeer, of_type
 from support.server import eventually, say_text, wait_done
-from support.services import postgres_database, redis_server
 
 
 def test_an_engines_ids_name_it() -> None:
@@ -31,18 +30,6 @@ def test_an_engines_ids_name_it() -> None:
     assert ids.engine_of(call) == ids.engine_of(key) == "b7"
     assert ids.engine_of(ids.rtc_call_id()) is None and ids.engine_of(ids.client_secret()) is None
     assert ids.engine_of("rtc_UPPER_" + "x" * 22) is None and ids.engine_of("rtc_b7_short") is None
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    with redis_server() as url:
-        yield url
-
-
-@pytest.fixture
-async def database() -> AsyncIterator[str]:
-    async with postgres_database() as url:
-        yield url
 
 
 @pytest.fixture

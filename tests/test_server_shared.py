@@ -14,7 +14,7 @@ import asyncio
 import subprocess
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -36,24 +36,11 @@ from parley.server.shared import (
 from parley.util.serving import free_port
 from support.cluster import SECRET, Cluster, command, serve_env
 from support.server import eventually
-from support.services import postgres_database, redis_server
 
 pytestmark = [pytest.mark.postgres]
 
 BURST = 40  # the rate limit: 40 requests in any 80-minute window
 CALL_CAP = 3
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    with redis_server() as url:
-        yield url
-
-
-@pytest.fixture
-async def database() -> AsyncIterator[str]:
-    async with postgres_database() as url:
-        yield url
 
 
 # -- the Redis parts, in process --------------------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,24 +22,11 @@ import pytest
 from support.cluster import Cluster, EngineProcess
 from support.rtc import RtcPeer, of_type
 from support.server import conversation, eventually, say_text, wait_done
-from support.services import postgres_database, redis_server
 from support.speech import speech_pcm24k
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 LEASE = "3"  # seconds: a dead process's heartbeat lapses within this
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    with redis_server() as url:
-        yield url
-
-
-@pytest.fixture
-async def database() -> AsyncIterator[str]:
-    async with postgres_database() as url:
-        yield url
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,22 +16,9 @@ from parley.server.replays import MemoryReplays
 from parley.server.shared import RedisReplays, SharedHub
 from parley.telephony.tokens import RedisStreamTokens, Ticket
 from support.server import http, make_settings, running_server
-from support.services import postgres_database, redis_server
 from support.twilio import TwilioPeer, voice_webhook
 
 TICKET = Ticket(persona="negotiator/sarah", caller="+15551234567", called="+15557654321", call_sid="CA1")
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    with redis_server() as url:
-        yield url
-
-
-@pytest.fixture
-async def database() -> AsyncIterator[str]:
-    async with postgres_database() as url:
-        yield url
 
 
 @contextlib.asynccontextmanager
