@@ -357,8 +357,8 @@ def run(host: str, port: int) -> None:
     level = settings.log_level.upper()
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    twilio_token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
-    handler.addFilter(_Redact(settings.upstream_key, twilio_token))
+    held = (settings.twilio_auth_token, settings.openai_webhook_secret)
+    handler.addFilter(_Redact(settings.upstream_key, *(s.get_secret_value() for s in held if s is not None)))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
