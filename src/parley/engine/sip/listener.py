@@ -171,7 +171,7 @@ class SipListener:
             incoming.reject(480, "Temporarily Unavailable")
             self.uas._calls.pop(incoming.call_id, None)
             return
-        call_id = ids.rtc_call_id()
+        call_id = ids.rtc_call_id(self.engine.pool_id)  # a pool member names itself, as in WebRTC calls
         pending = _Pending(incoming, offer, media)
         pending.deadline = asyncio.get_running_loop().call_later(
             RING_TIMEOUT_S, self._refuse, call_id, 480, "Temporarily Unavailable")
