@@ -4,9 +4,6 @@ Each run works in a database of its own, created and dropped here. Skips when no
 
 from __future__ import annotations
 
-import os
-import secrets
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,41 +13,6 @@ from support.rtc import of_type
 from support.server import call_json, eventually, http, make_settings, running_server, say_text, server_call
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-# Tried in order (PARLEY_TEST_POSTGRES first when set). Inside scripts/loopback-only's network
-# namespace the TCP port of the machine's server is out of reach, its unix socket is not.
-CANDIDATES = [u for u in (os.environ.get("PARLEY_TEST_POSTGRES"),
-                          "postgresql://postgres@127.0.0.1:5432/test",
-                          "postgresql://postgres@/test?host=/var/run/postgresql") if u]
-
-
-def _with_database(url: str, name: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).set(database=name).render_as_string(hide_password=False)
-
-
-@pytest.fixture
-async def database() -> AsyncIterator[str]:
-    asyncpg = pytest.importorskip("asyncpg", reason="asyncpg is not installed")
-    admin = None
-    tried = []
-    for url in CANDIDATES:
-        try:
-            admin = await asyncpg.connect(url, timeout=3)
-            break
-        except (OSError, asyncpg.PostgresError) as exc:
-            tried.append(f"{url}: {type(exc).__name__}: {exc}")
-    if admin is None:
-        pytest.skip("no PostgreSQL server reachable (" + "; ".join(tried) + ")")
-    name = f"parley_test_{secrets.token_hex(4)}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield _with_database(url, name)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
 
 async def test_call_recorded_in_postgresql(tmp_path: Path, database: str) -> None:
     import asyncpg
