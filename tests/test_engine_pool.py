@@ -120,6 +120,8 @@ async def test_calls_go_to_the_less_loaded_engine_and_a_draining_one_gets_none(
                 assert r.status_code == 201, r.text
                 peers.append(peer)
             await _load(redis_url, "a", 2)
+            # the server reads the registry every 0.5 s: let it read a's beat (three reads)
+            await asyncio.sleep(1.5)
             held: dict[str, tuple[RtcPeer, str]] = {}
             for k in range(2):
                 peer, call_id = await _server_call(c, url)
