@@ -173,7 +173,7 @@ async def test_daily_costs_are_shared_and_filled_from_the_database(redis_url: st
         await a.record("alice", "call_2", 1.5)  # a call's running total, not an increment
         assert await b.spent("alice") == pytest.approx(2.0)
         await a.record("alice", "call_1", 0.75)
-        assert await b.spent("alice", fresh=True) == pytest.approx(2.25)
+        assert await b.spent("alice") == pytest.approx(2.25)
         assert await b.spent("bob") == 0
     finally:
         for hub in hubs:

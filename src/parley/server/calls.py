@@ -192,11 +192,18 @@ class CallManager:
 
     # -- shared checks --------------------------------------------------------------------------
 
-    def _recorder(self, call_id: str, persona: CallPersona, model: str, *, send: Any = None,
+    def _recorder(self, call_id: str, user_id: str, persona: CallPersona, model: str, *, send: Any = None,
                   on_cost: Callable[[], Awaitable[None]] | None = None, start_seq: float = 0.0) -> Recorder:
-        return Recorder(self.store, call_id, persona=persona.id, model=model,
-                        transcription_model=self.settings.transcription_model, prices=self.prices,
-                        metrics=self.metrics, send=send, on_cost=on_cost, start_seq=start_seq)
+        """A call's recorder; every cost it adds counts towards its user's day (then `on_cost`)."""
+        async def costed() -> None:
+            await self.day_costs.record(user_id, call_id, recorder.cost)
+            if on_cost is not None:
+                await on_cost()
+
+        recorder = Recorder(self.store, call_id, persona=persona.id, model=model,
+                            transcription_model=self.settings.transcription_model, prices=self.prices,
+                            metrics=self.metrics, send=send, on_cost=costed, start_seq=start_seq)
+        return recorder
 
     def _agent(self, call_id: str, persona: CallPersona, recorder: Recorder, send: Any = None) -> NegotiatorAgent | None:
         """The persona's part of the call (tools, outcome, hand-over); the copilot has none."""
@@ -227,19 +234,13 @@ class CallManager:
     async def check_daily_cap(self, user_id: str) -> None:
         """Before a new call: refuse a user whose calls today reached the daily cap.
 
-        (One process: the figure is cached for a couple of seconds per user; calls in progress are
-        checked afresh after every response.)"""
+        (Calls in progress are checked after every response too.)"""
         spent = await self.day_costs.spent(user_id)
         if spent >= self.settings.daily_cost_cap_usd:
             self.metrics.inc("parley_rate_limited_total", reason="daily_cost_cap")
             raise ApiError(429, f"Today's calls have used the daily cost cap (${self.settings.daily_cost_cap_usd:.2f}); "
                                 "it resets at midnight UTC.", "daily_cost_cap",
                            headers={"Retry-After": retry_after(seconds_to_midnight_utc())})
-
-    async def _day_cost(self, user_id: str, call_id: str, call_cost: float) -> float:
-        """The user's cost today, afresh, with this call's cost so far."""
-        await self.day_costs.record(user_id, call_id, call_cost)
-        return await self.day_costs.spent(user_id, fresh=True)
 
     async def take_slot(self, principal: Principal, call_id: str, ttl: float | None = None) -> None:
         if not await self.slots.try_take(principal.limit_key, call_id, self.settings.max_concurrent_calls, ttl):
@@ -316,7 +317,7 @@ class CallManager:
             assert isinstance(opened, BaseException)
             raise opened
         live = LiveCall(call_id, principal.user_id, principal.limit_key, upstream_id, conn=opened, self_url=self_url)
-        live.recorder = self._recorder(call_id, persona, self.settings.model, send=self._sender(live),
+        live.recorder = self._recorder(call_id, principal.user_id, persona, self.settings.model, send=self._sender(live),
                                        on_cost=lambda: self._check_costs(live))
         live.agent = self._agent(call_id, persona, live.recorder, send=self._sender(live))
         self.live[call_id] = live
@@ -331,7 +332,7 @@ class CallManager:
         """Hold a call on record that another process held (it died; `parley.server.takeover`): its
         sideband `conn` re-attached, recording and caps carried on from the stored row and items."""
         live = LiveCall(row.id, row.user_id, limit_key, row.upstream_call_id, conn=conn, caller=row.caller)
-        live.recorder = self._recorder(row.id, persona, row.model, send=self._sender(live),
+        live.recorder = self._recorder(row.id, row.user_id, persona, row.model, send=self._sender(live),
                                        on_cost=lambda: self._check_costs(live))
         live.recorder.resume(items)
         live.recorder.cost = row.cost_usd
@@ -468,7 +469,7 @@ class CallManager:
         reason = None
         if live.recorder.cost >= self.settings.max_call_cost_usd:
             reason = "max_cost"
-        elif await self._day_cost(live.user_id, live.id, live.recorder.cost) >= self.settings.daily_cost_cap_usd:
+        elif await self.day_costs.spent(live.user_id) >= self.settings.daily_cost_cap_usd:
             reason = "daily_cost_cap"
         if reason is not None and live.end_reason is None:
             self.metrics.inc("parley_caps_total", cap=reason)

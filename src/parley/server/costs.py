@@ -1,17 +1,17 @@
 """What each user's calls cost today (UTC), for the daily cost cap: the interface, the one-process
-implementation (the database's sum) and the shared one (Redis).
+implementation (in memory, filled from the database) and the shared one (Redis).
 
-The shared one keeps, per user and day, a hash call id -> that call's cost so far. Only the process
-holding a call writes its field, with the call's running total (not an increment), so a repeated
-or late write cannot count twice, and a read sums one hash in one round trip: every process sees
-every call's cost at once, with no cache. When the hash is missing its "_init" field (a new day,
-or Redis lost it), it is filled from the database first, without overwriting newer fields.
+Both keep, per user and day, call id -> that call's cost so far. Only the process holding a call
+writes its entry, with the call's running total (not an increment), so a repeated or late write
+cannot count twice. The shared one keeps them in a Redis hash, so a read sums one hash in one round
+trip and every process sees every call's cost at once, with no cache. When the hash is missing its
+"_init" field (a new day, or Redis lost it), it is filled from the database first, without
+overwriting newer fields.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import time
 from typing import TYPE_CHECKING, Protocol
 
 from .db import Store
@@ -19,13 +19,12 @@ from .db import Store
 if TYPE_CHECKING:
     from .shared import SharedHub
 
-CACHE_SECONDS = 2.0
 DAY_SECONDS = 24 * 3600
 
 
 class DayCosts(Protocol):
-    async def spent(self, user_id: str, *, fresh: bool = False) -> float:
-        """The user's cost today; `fresh`: not from a cache (a call in progress checking its cap)."""
+    async def spent(self, user_id: str) -> float:
+        """The user's cost today."""
         ...
 
     async def record(self, user_id: str, call_id: str, call_cost: float) -> None:
@@ -34,26 +33,33 @@ class DayCosts(Protocol):
 
 
 class StoredDayCosts:
-    """One process: the sum over the database's call rows, cached for a couple of seconds per user
-    for admission checks (a burst of requests asks the database once)."""
+    """One process: each user's calls today, call id -> cost, read from the database once per user
+    and day, then kept up to date by `record` (every recorder in the process reports its call's
+    running total), so a check, at admission or after each response, costs no query."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._cache: dict[str, tuple[float, float]] = {}  # user -> (dollars today, cached until)
+        self._day = ""
+        self._users: dict[str, dict[str, float]] = {}  # today: user -> {call id: cost}
 
-    async def spent(self, user_id: str, *, fresh: bool = False) -> float:
-        now = time.monotonic()
-        cached = self._cache.get(user_id)
-        if cached is not None and cached[1] > now and not fresh:
-            return cached[0]
-        spent = await self.store.day_cost(user_id)
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[user_id] = (spent, now + CACHE_SECONDS)
-        return spent
+    async def _today(self, user_id: str) -> dict[str, float]:
+        day = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+        if day != self._day:
+            self._day, self._users = day, {}
+        known = self._users.get(user_id)
+        if known is None:
+            loaded = await self.store.day_costs_by_call(user_id)
+            known = self._users.setdefault(user_id, {})
+            for call_id, cost in loaded.items():  # (a record() may have come in while the query ran)
+                known[call_id] = max(known.get(call_id, 0.0), cost)
+        return known
+
+    async def spent(self, user_id: str) -> float:
+        return sum((await self._today(user_id)).values())
 
     async def record(self, user_id: str, call_id: str, call_cost: float) -> None:
-        return None  # the database has it already
+        known = await self._today(user_id)
+        known[call_id] = max(known.get(call_id, 0.0), call_cost)
 
 
 class RedisDayCosts:
@@ -65,7 +71,7 @@ class RedisDayCosts:
     def _key(self, user_id: str) -> str:
         return self.hub.key("cost", dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"), user_id)
 
-    async def spent(self, user_id: str, *, fresh: bool = False) -> float:
+    async def spent(self, user_id: str) -> float:
         key = self._key(user_id)
         values = await self.hub.redis.hgetall(key)
         if b"_init" not in values:

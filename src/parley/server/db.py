@@ -1,8 +1,9 @@
 """Storage: calls, transcript items, usage. SQLAlchemy 2 async; SQLite by default, PostgreSQL by URL.
 
-Every write is its own short transaction, committed before the method returns: a transcript item
-is durable the moment it completes, so killing the process loses nothing already complete
-(SQLite runs in WAL mode, which keeps committed transactions across a crash of the process).
+Every write is committed before its method returns: a transcript item is durable the moment it
+completes, so killing the process loses nothing already complete (SQLite runs in WAL mode, which
+keeps committed transactions across a crash of the process). The writes of all calls share
+transactions (group commit, `parley.server.writer`).
 The schema is created and migrated on start by Alembic (`migrate()`, migrations in
 `parley/server/migrations`).
 """
@@ -24,9 +25,10 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    bindparam,
     delete,
     event,
-    func,
+    insert,
     or_,
     select,
     text,
@@ -34,9 +36,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from .writer import Writer
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -163,22 +167,34 @@ async def migrate(engine: AsyncEngine) -> None:
         await conn.run_sync(_upgrade)
 
 
+def sqlite_pragmas(engine: Engine) -> None:
+    """WAL (committed transactions survive a crash of the process; readers don't block the writer)."""
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+
+def _sqlite_file(url: str) -> str | None:
+    """A SQLite URL's file (None: not SQLite, or in memory)."""
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return None
+    return parsed.database
+
+
 def make_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
-        path = url.split(":///", 1)[1] if ":///" in url else ""
-        if path and path != ":memory:":
+        path = _sqlite_file(url)
+        if path:
             Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, connect_args={"timeout": 30})
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
-
+        sqlite_pragmas(engine.sync_engine)
         return engine
     return create_async_engine(url, pool_pre_ping=True)
 
@@ -205,11 +221,34 @@ def _day_start(now: dt.datetime | None = None) -> dt.datetime:
     return now.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+ITEM_FIELDS = ("seq", "role", "kind", "persona", "text", "status", "data", "audio_end_ms", "completed_at")
+
+
+def _rows(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 class Store:
+    """Reads on the async engine's pool; every write through the one `Writer` (group commit), each
+    committed before its method returns."""
+
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        path = _sqlite_file(url)
+        sync_url = make_url(url).set(drivername="sqlite").render_as_string(hide_password=False) if path else None
+        self.writer = Writer(self.engine, sync_url, configure=sqlite_pragmas)
+        # The hot statements, built once (each write only binds its values).
+        item = self._insert(TranscriptItem)
+        self._upsert_item = item.on_conflict_do_update(index_elements=["call_id", "item_id"],
+                                                       set_={f: item.excluded[f] for f in ITEM_FIELDS})
+        self._insert_usage = self._insert(UsageRecord).on_conflict_do_nothing(
+            index_elements=["call_id", "kind", "ref_id"])
+        self._add_totals = update(Call).where(Call.id == bindparam("b_call")).values(
+            input_tokens=Call.input_tokens + bindparam("b_in", type_=Integer),
+            output_tokens=Call.output_tokens + bindparam("b_out", type_=Integer),
+            cost_usd=Call.cost_usd + bindparam("b_cost", type_=Float))
 
     def _insert(self, table: Any) -> Any:
         """INSERT with ON CONFLICT, in the database's dialect (SQLite and PostgreSQL spell it alike)."""
@@ -223,11 +262,16 @@ class Store:
         await migrate(self.engine)
 
     async def close(self) -> None:
+        await self.writer.close()
         await self.engine.dispose()
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(select(1))
+
+    async def _execute(self, statement: Any, params: dict[str, Any] | None = None) -> int:
+        """One statement as a write of its own; the rows it touched."""
+        return await self.writer.write(lambda c: _rows(c.execute(statement, params)))
 
     # calls ------------------------------------------------------------------------------------
 
@@ -235,12 +279,12 @@ class Store:
                           model: str, upstream_call_id: str | None = None, owner: str | None = None,
                           channel: str | None = None, caller: str | None = None) -> None:
         now = utcnow()
-        async with self.sessions.begin() as s:
-            s.add(Call(id=id, user_id=user_id, kind=kind, persona=persona, model=model, owner=owner,
-                       upstream_call_id=upstream_call_id, status="active", created_at=now,
-                       channel=channel, caller=caller[:64] if caller else None,
-                       personas=[{"id": persona, "name": persona_name, "at": now.isoformat()}],
-                       input_tokens=0, output_tokens=0, cost_usd=0.0, events_received=0))
+        await self._execute(insert(Call), dict(
+            id=id, user_id=user_id, kind=kind, persona=persona, model=model, owner=owner,
+            upstream_call_id=upstream_call_id, status="active", created_at=now,
+            channel=channel, caller=caller[:64] if caller else None,
+            personas=[{"id": persona, "name": persona_name, "at": now.isoformat()}],
+            input_tokens=0, output_tokens=0, cost_usd=0.0, events_received=0))
 
     async def get_call(self, call_id: str) -> Call | None:
         async with self.sessions() as s:
@@ -248,36 +292,32 @@ class Store:
 
     async def end_call(self, call_id: str, *, status: str = "ended", reason: str) -> bool:
         """Mark an active call over; False when it was already over."""
-        async with self.sessions.begin() as s:
-            result = await s.execute(update(Call).where(Call.id == call_id, Call.status == "active")
-                                     .values(status=status, end_reason=reason[:128], ended_at=utcnow()))
-            return bool(getattr(result, "rowcount", 0))
+        return bool(await self._execute(update(Call).where(Call.id == call_id, Call.status == "active")
+                                        .values(status=status, end_reason=reason[:128], ended_at=utcnow())))
 
     async def set_upstream_call_id(self, call_id: str, upstream_call_id: str) -> None:
-        async with self.sessions.begin() as s:
-            await s.execute(update(Call).where(Call.id == call_id).values(upstream_call_id=upstream_call_id))
+        await self._execute(update(Call).where(Call.id == call_id).values(upstream_call_id=upstream_call_id))
 
     async def add_persona(self, call_id: str, persona: str, name: str) -> None:
-        async with self.sessions.begin() as s:
-            call = await s.get(Call, call_id, with_for_update=True)
-            if call is not None:
-                call.personas = [*(call.personas or []), {"id": persona, "name": name, "at": utcnow().isoformat()}]
+        entry = {"id": persona, "name": name, "at": utcnow().isoformat()}
+
+        def add(c: Connection) -> None:
+            row = c.execute(select(Call.personas).where(Call.id == call_id).with_for_update()).first()
+            if row is not None:
+                c.execute(update(Call).where(Call.id == call_id).values(personas=[*(row[0] or []), entry]))
+
+        await self.writer.write(add)
 
     async def set_outcome(self, call_id: str, outcome: dict[str, Any]) -> None:
-        async with self.sessions.begin() as s:
-            await s.execute(update(Call).where(Call.id == call_id).values(outcome=outcome))
+        await self._execute(update(Call).where(Call.id == call_id).values(outcome=outcome))
 
     async def count_events(self, call_id: str, n: int) -> None:
-        async with self.sessions.begin() as s:
-            await s.execute(update(Call).where(Call.id == call_id)
-                            .values(events_received=Call.events_received + n))
+        await self._execute(update(Call).where(Call.id == call_id).values(events_received=Call.events_received + n))
 
     async def end_stale_calls(self, reason: str = "server_restart") -> int:
         """Calls left active by a previous run of the server (killed, crashed) are over."""
-        async with self.sessions.begin() as s:
-            result = await s.execute(update(Call).where(Call.status == "active")
-                                     .values(status="ended", end_reason=reason, ended_at=utcnow()))
-            return int(getattr(result, "rowcount", 0) or 0)
+        return await self._execute(update(Call).where(Call.status == "active")
+                                   .values(status="ended", end_reason=reason, ended_at=utcnow()))
 
     async def active_owners(self) -> list[str | None]:
         """The owners of the calls in progress (None: a call from a run without owners)."""
@@ -292,11 +332,8 @@ class Store:
             conds.append(Call.owner.is_(None))
         if not conds:
             return 0
-        cond = or_(*conds)
-        async with self.sessions.begin() as s:
-            result = await s.execute(update(Call).where(Call.status == "active", cond)
-                                     .values(status="ended", end_reason=reason, ended_at=utcnow()))
-            return int(getattr(result, "rowcount", 0) or 0)
+        return await self._execute(update(Call).where(Call.status == "active", or_(*conds))
+                                   .values(status="ended", end_reason=reason, ended_at=utcnow()))
 
     async def active_calls_not_of(self, owner: str) -> list[Call]:
         """The calls in progress that another process (or none) holds."""
@@ -308,14 +345,11 @@ class Store:
         """Make `owner` the holder of an active call still held by `was`; False when another process
         claimed it first (or it ended). One conditional UPDATE: of processes racing, one wins."""
         held = Call.owner.is_(None) if was is None else Call.owner == was
-        async with self.sessions.begin() as s:
-            result = await s.execute(update(Call).where(Call.id == call_id, Call.status == "active", held)
-                                     .values(owner=owner))
-            return bool(getattr(result, "rowcount", 0))
+        return bool(await self._execute(update(Call).where(Call.id == call_id, Call.status == "active", held)
+                                        .values(owner=owner)))
 
     async def set_owner(self, call_id: str, owner: str | None) -> None:
-        async with self.sessions.begin() as s:
-            await s.execute(update(Call).where(Call.id == call_id).values(owner=owner))
+        await self._execute(update(Call).where(Call.id == call_id).values(owner=owner))
 
     async def list_calls(self, user_id: str, *, limit: int = 50, offset: int = 0) -> list[Call]:
         async with self.sessions() as s:
@@ -325,10 +359,7 @@ class Store:
 
     async def day_cost(self, user_id: str) -> float:
         """What the user's calls cost since midnight UTC."""
-        async with self.sessions() as s:
-            total = await s.scalar(select(func.coalesce(func.sum(Call.cost_usd), 0.0))
-                                   .where(Call.user_id == user_id, Call.created_at >= _day_start()))
-            return float(total or 0.0)
+        return sum((await self.day_costs_by_call(user_id)).values())
 
     async def day_costs_by_call(self, user_id: str) -> dict[str, float]:
         """Each of the user's calls since midnight UTC, with its cost."""
@@ -340,26 +371,20 @@ class Store:
     # transcript ---------------------------------------------------------------------------------
 
     async def save_item(self, call_id: str, rec: ItemRecord) -> None:
-        """Insert or update one transcript item (committed before this returns).
-
-        One upsert statement: it runs for every event that places or completes an item, and each
-        statement is a round trip (on SQLite, a hop to aiosqlite's thread and back)."""
+        """Insert or update one transcript item (committed before this returns): it runs for every
+        event that places or completes an item, so it is one prepared upsert."""
         now = utcnow()
-        values = {"seq": rec.seq, "role": rec.role, "kind": rec.kind, "persona": rec.persona, "text": rec.text,
-                  "status": rec.status, "data": rec.data, "audio_end_ms": rec.audio_end_ms, "completed_at": now}
-        statement = self._insert(TranscriptItem).values(call_id=call_id, item_id=rec.item_id,
-                                                        started_at=rec.started_at or now, **values)
-        async with self.sessions.begin() as s:
-            await s.execute(statement.on_conflict_do_update(index_elements=["call_id", "item_id"], set_=values))
+        await self._execute(self._upsert_item, {
+            "call_id": call_id, "item_id": rec.item_id, "started_at": rec.started_at or now, "completed_at": now,
+            "seq": rec.seq, "role": rec.role, "kind": rec.kind, "persona": rec.persona, "text": rec.text,
+            "status": rec.status, "data": rec.data, "audio_end_ms": rec.audio_end_ms})
 
     async def update_item(self, call_id: str, item_id: str, **values: Any) -> None:
-        async with self.sessions.begin() as s:
-            await s.execute(update(TranscriptItem).where(TranscriptItem.call_id == call_id,
+        await self._execute(update(TranscriptItem).where(TranscriptItem.call_id == call_id,
                                                          TranscriptItem.item_id == item_id).values(**values))
 
     async def delete_item(self, call_id: str, item_id: str) -> None:
-        async with self.sessions.begin() as s:
-            await s.execute(delete(TranscriptItem).where(TranscriptItem.call_id == call_id,
+        await self._execute(delete(TranscriptItem).where(TranscriptItem.call_id == call_id,
                                                          TranscriptItem.item_id == item_id))
 
     async def items(self, call_id: str, *, pending: bool = False) -> list[TranscriptItem]:
@@ -380,17 +405,18 @@ class Store:
         """Record one response's (or transcription's) usage and add it to the call's totals, atomically.
 
         False (and nothing changed) when that response was already recorded."""
-        statement = self._insert(UsageRecord).values(
-            call_id=call_id, kind=kind, ref_id=ref_id, persona=persona, model=model, status=status,
-            input_tokens=input_tokens, output_tokens=output_tokens, usage=usage, cost_usd=cost_usd, created_at=utcnow())
-        async with self.sessions.begin() as s:
-            added = await s.execute(statement.on_conflict_do_nothing(index_elements=["call_id", "kind", "ref_id"]))
-            if not getattr(added, "rowcount", 0):
+        record = {"call_id": call_id, "kind": kind, "ref_id": ref_id, "persona": persona, "model": model,
+                  "status": status, "input_tokens": input_tokens, "output_tokens": output_tokens, "usage": usage,
+                  "cost_usd": cost_usd, "created_at": utcnow()}
+        totals = {"b_call": call_id, "b_in": input_tokens, "b_out": output_tokens, "b_cost": cost_usd}
+
+        def add(c: Connection) -> bool:
+            if not _rows(c.execute(self._insert_usage, record)):
                 return False
-            await s.execute(update(Call).where(Call.id == call_id).values(
-                input_tokens=Call.input_tokens + input_tokens, output_tokens=Call.output_tokens + output_tokens,
-                cost_usd=Call.cost_usd + cost_usd))
+            c.execute(self._add_totals, totals)
             return True
+
+        return await self.writer.write(add)
 
     async def usage(self, call_id: str) -> list[UsageRecord]:
         async with self.sessions() as s:

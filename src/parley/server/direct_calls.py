@@ -131,7 +131,7 @@ class DirectCalls:
                                              persona_name=call.persona.name, model=call.model, owner=self.manager.owner)
                 if self.manager.hub is not None:
                     await self.manager.hub.delete(self.manager.hub.key("direct", call.id))
-                call.recorder = self.manager._recorder(call.id, call.persona, call.model)
+                call.recorder = self.manager._recorder(call.id, call.user_id, call.persona, call.model)
                 call.agent = self.manager._agent(call.id, call.persona, call.recorder)
             if upstream_call_id and upstream_call_id != call.upstream_call_id:
                 call.upstream_call_id = upstream_call_id
@@ -183,7 +183,7 @@ class DirectCalls:
         call = DirectCall(row.id, row.user_id, principal.limit_key, persona, row.model,
                           created=row.created_at.timestamp(), upstream_call_id=row.upstream_call_id,
                           events=row.events_received)
-        call.recorder = self.manager._recorder(call.id, persona, row.model)
+        call.recorder = self.manager._recorder(call.id, row.user_id, persona, row.model)
         call.recorder.resume(items)
         call.recorder.cost = row.cost_usd
         call.agent = self.manager._agent(call.id, persona, call.recorder)
@@ -199,7 +199,7 @@ class DirectCalls:
             return "max_duration"
         if call.recorder.cost >= self.manager.settings.max_call_cost_usd:
             return "max_cost"
-        if await self.manager._day_cost(call.user_id, call.id, call.recorder.cost) >= self.manager.settings.daily_cost_cap_usd:
+        if await self.manager.day_costs.spent(call.user_id) >= self.manager.settings.daily_cost_cap_usd:
             return "daily_cost_cap"
         return None
 

@@ -108,7 +108,7 @@ class TwilioCall:
         metrics.inc("parley_calls_total", kind="phone")
         log.info("phone call %s: Twilio call %s, stream %s, persona %s", self.id, self.ticket.call_sid, self.sid,
                  self.persona.id)
-        self.recorder = calls._recorder(self.id, self.persona, self.state.settings.model, send=self.conn.send,
+        self.recorder = calls._recorder(self.id, self.user_id, self.persona, self.state.settings.model, send=self.conn.send,
                                         on_cost=self._check_costs)
         agent = calls._agent(self.id, self.persona, self.recorder, send=self.conn.send)
         self.agent = agent if isinstance(agent, NegotiatorAgent) else None
@@ -185,7 +185,7 @@ class TwilioCall:
         reason = None
         if self.recorder.cost >= settings.max_call_cost_usd:
             reason = "max_cost"
-        elif await self.state.calls._day_cost(self.user_id, self.id, self.recorder.cost) >= settings.daily_cost_cap_usd:
+        elif await self.state.calls.day_costs.spent(self.user_id) >= settings.daily_cost_cap_usd:
             reason = "daily_cost_cap"
         if reason is not None and self.end_reason is None:
             self.state.metrics.inc("parley_caps_total", cap=reason)
