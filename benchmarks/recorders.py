@@ -17,6 +17,7 @@ until that many are live, waits `--settle` s, then measures for `--window` s:
   commit) minus the send time: the part of the latency spent before the write;
 * the server process's CPU (utime + stime from /proc, % of one core), how long its threads were
   runnable but waiting for a core (`wait %`, /proc/PID/task/*/schedstat: the machine is shared), RSS;
+* the store's group commit: writes per transaction (`w/tx`) and a transaction's mean time (`tx ms`);
 * errors: calls refused, sidebands the server dropped, items sent and never committed (within 10 s),
   `parley_recorder_errors_total`, and how late the replayer itself sent (its own lag, p99).
 """
@@ -51,6 +52,8 @@ from parley.util.serving import free_port
 
 DATA = Path(__file__).parent / "data"
 TICKS = os.sysconf("SC_CLK_TCK")
+# the store's group commit: writes, transactions, seconds committing
+COMMIT_METRICS = ("parley_db_writes_total", "parley_db_commit_seconds_count", "parley_db_commit_seconds_sum")
 QUERY = ("select c.upstream_call_id, t.item_id, t.completed_at from transcript_items t join calls c on c.id = t.call_id "
          "where t.status <> 'pending' and t.completed_at >= {since}")
 
@@ -239,7 +242,7 @@ async def run(database: str, levels: list[int], window: float, settle: float, ra
                       f"poll every {poll * 1000:.0f} ms; window {window:g} s after {settle:g} s settling")
                 print(f"{'calls':>6} {'refused':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'w.p95':>6} {'items':>6} "
                       f"{'missing':>7} {'CPU %':>6} {'wait %':>6} {'RSS MB':>7} {'ev/s':>6} {'dropped':>7} {'rec.err':>7} "
-                      f"{'lag99':>6} {'load':>14}")
+                      f"{'lag99':>6} {'w/tx':>5} {'tx ms':>5} {'load':>14}")
                 live, refused = 0, 0
                 sem = asyncio.Semaphore(32)
 
@@ -266,6 +269,7 @@ async def run(database: str, levels: list[int], window: float, settle: float, ra
                     await marks.fetch()
                     events0, dropped0 = marks.counts["events"], marks.counts["dropped_by_server"]
                     errors0 = await metric(api, "parley_recorder_errors_total")
+                    commits0 = [await metric(api, m) for m in COMMIT_METRICS]
                     cpu0, t0, wall0 = _cpu_seconds(server.pid), time.time(), time.monotonic()
                     waited0 = _waited_seconds(server.pid)
                     await asyncio.sleep(window)
@@ -281,11 +285,14 @@ async def run(database: str, levels: list[int], window: float, settle: float, ra
                     # the part before the write (in the server: its loop, the call's earlier events)
                     before = [(poller.stamped[k] - v) * 1000 for k, v in sent.items() if k in poller.stamped]
                     errors = await metric(api, "parley_recorder_errors_total") - errors0
+                    writes, batches, commit_s = [await metric(api, m) - v0 for m, v0 in zip(COMMIT_METRICS, commits0,
+                                                                                             strict=True)]
                     print(f"{live:>6} {refused:>7} {percentile(latencies, 50):>8.0f} {percentile(latencies, 95):>8.0f} "
                           f"{percentile(latencies, 99):>8.0f} {percentile(before, 95):>6.0f} {len(latencies):>6} {missing:>7} {cpu:>6.0f} {waited:>6.0f} "
                           f"{_rss_mb(server.pid):>7.0f} {rate_ev:>6.0f} "
                           f"{marks.counts['dropped_by_server'] - dropped0:>7} {errors:>7.0f} "
-                          f"{marks.lag_p99 * 1000:>6.0f} {_loadavg():>14}", flush=True)
+                          f"{marks.lag_p99 * 1000:>6.0f} {writes / max(batches, 1):>5.1f} "
+                          f"{commit_s / max(batches, 1) * 1000:>5.1f} {_loadavg():>14}", flush=True)
                     if latencies and percentile(latencies, 95) > 10_000:
                         print("  (p95 over 10 s: stopping the ramp)")
                         break

@@ -76,3 +76,43 @@ async def test_close_commits_what_is_queued(store: Store) -> None:
     await store.writer.close()
     assert all(w.done() and w.exception() is None for w in writes)
     assert len(await store.items("call_q")) == 20
+
+
+async def test_writes_of_one_row_in_one_batch_keep_their_order(store: Store) -> None:
+    """Upserts of one statement share an executemany, but never jump a write of the same row."""
+    await _call(store, "call_o")
+
+    def rec(item: str, text: str) -> ItemRecord:
+        return ItemRecord(item_id=item, seq=1.0 if item == "a" else 2.0, role="user", kind="message",
+                          persona=None, text=text)
+
+    writes = [store.save_item("call_o", rec("a", "one")), store.save_item("call_o", rec("b", "b1")),
+              store.update_item("call_o", "a", text="two"), store.save_item("call_o", rec("a", "three")),
+              store.delete_item("call_o", "b"), store.save_item("call_o", rec("b", "b2")),
+              store.save_item("call_o", rec("a", "four"))]
+    before = store.writer.batches
+    await asyncio.gather(*writes)  # queued together: one batch
+    assert store.writer.batches - before == 1
+    assert [(i.item_id, i.text) for i in await store.items("call_o")] == [("a", "four"), ("b", "b2")]
+
+
+@pytest.mark.postgres
+async def test_a_connection_the_server_dropped_costs_no_write(database: str) -> None:
+    import asyncpg
+
+    store = Store(normalize_database_url(database))
+    await store.start()
+    try:
+        await _call(store, "call_d")
+        await store.save_item("call_d", _item(1))  # the writer's connections are open now
+        admin = await asyncpg.connect(database)
+        try:
+            dropped = await admin.fetchval("select count(pg_terminate_backend(pid)) from pg_stat_activity "
+                                           "where datname = current_database() and pid <> pg_backend_pid()")
+        finally:
+            await admin.close()
+        assert dropped >= 1
+        await store.save_item("call_d", _item(2))  # on a fresh connection
+        assert [i.item_id for i in await store.items("call_d")] == ["item_1", "item_2"]
+    finally:
+        await store.close()

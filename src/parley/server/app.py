@@ -224,6 +224,12 @@ def create_app(settings: ServerSettings | None = None, *, engine: Any = None,
 
     upstream = Upstream(settings, metrics, engine_app=engine_app, internal_key=internal_key, engine=engine)
     store = Store(settings.database)
+
+    def committed(writes: int, seconds: float) -> None:
+        metrics.inc("parley_db_writes_total", writes)
+        metrics.observe("parley_db_commit_seconds", seconds)
+
+    store.writer.on_batch = committed
     hub, slots, limiter = _shared_parts(settings)
     day_costs = RedisDayCosts(hub, store) if hub is not None else StoredDayCosts(store)
     calls = CallManager(settings, store, upstream, metrics, prices, slots=slots, day_costs=day_costs, hub=hub)

@@ -40,7 +40,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from .writer import Writer
+from .writer import Committer, EngineCommitter, Keyed, LoopCommitter, Row, ThreadCommitter, Writer
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -221,6 +221,7 @@ def _day_start(now: dt.datetime | None = None) -> dt.datetime:
     return now.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+WRITE_LANES = 4  # PostgreSQL: transactions committing at once (each on a connection of the pool)
 ITEM_FIELDS = ("seq", "role", "kind", "persona", "text", "status", "data", "audio_end_ms", "completed_at")
 
 
@@ -236,9 +237,7 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        path = _sqlite_file(url)
-        sync_url = make_url(url).set(drivername="sqlite").render_as_string(hide_password=False) if path else None
-        self.writer = Writer(self.engine, sync_url, configure=sqlite_pragmas)
+        self.writer = Writer(self._committer(url), lanes=1 if self.dialect == "sqlite" else WRITE_LANES)
         # The hot statements, built once (each write only binds its values).
         item = self._insert(TranscriptItem)
         self._upsert_item = item.on_conflict_do_update(index_elements=["call_id", "item_id"],
@@ -249,6 +248,14 @@ class Store:
             input_tokens=Call.input_tokens + bindparam("b_in", type_=Integer),
             output_tokens=Call.output_tokens + bindparam("b_out", type_=Integer),
             cost_usd=Call.cost_usd + bindparam("b_cost", type_=Float))
+
+    def _committer(self, url: str) -> Committer:
+        if _sqlite_file(url):  # (SQLite has one writer at a time: one lane, one thread)
+            return ThreadCommitter(make_url(url).set(drivername="sqlite").render_as_string(hide_password=False),
+                                   configure=sqlite_pragmas)
+        if self.dialect == "sqlite":  # in memory: the engine's own
+            return EngineCommitter(self.engine)
+        return LoopCommitter(url, connections=WRITE_LANES)
 
     def _insert(self, table: Any) -> Any:
         """INSERT with ON CONFLICT, in the database's dialect (SQLite and PostgreSQL spell it alike)."""
@@ -269,9 +276,9 @@ class Store:
         async with self.engine.connect() as conn:
             await conn.execute(select(1))
 
-    async def _execute(self, statement: Any, params: dict[str, Any] | None = None) -> int:
-        """One statement as a write of its own; the rows it touched."""
-        return await self.writer.write(lambda c: _rows(c.execute(statement, params)))
+    async def _execute(self, shard: str, statement: Any, params: dict[str, Any] | None = None) -> int:
+        """One statement as a write of its own (of the call `shard`); the rows it touched."""
+        return await self.writer.write(lambda c: _rows(c.execute(statement, params)), shard)
 
     # calls ------------------------------------------------------------------------------------
 
@@ -279,7 +286,7 @@ class Store:
                           model: str, upstream_call_id: str | None = None, owner: str | None = None,
                           channel: str | None = None, caller: str | None = None) -> None:
         now = utcnow()
-        await self._execute(insert(Call), dict(
+        await self._execute(id, insert(Call), dict(
             id=id, user_id=user_id, kind=kind, persona=persona, model=model, owner=owner,
             upstream_call_id=upstream_call_id, status="active", created_at=now,
             channel=channel, caller=caller[:64] if caller else None,
@@ -292,11 +299,11 @@ class Store:
 
     async def end_call(self, call_id: str, *, status: str = "ended", reason: str) -> bool:
         """Mark an active call over; False when it was already over."""
-        return bool(await self._execute(update(Call).where(Call.id == call_id, Call.status == "active")
+        return bool(await self._execute(call_id, update(Call).where(Call.id == call_id, Call.status == "active")
                                         .values(status=status, end_reason=reason[:128], ended_at=utcnow())))
 
     async def set_upstream_call_id(self, call_id: str, upstream_call_id: str) -> None:
-        await self._execute(update(Call).where(Call.id == call_id).values(upstream_call_id=upstream_call_id))
+        await self._execute(call_id, update(Call).where(Call.id == call_id).values(upstream_call_id=upstream_call_id))
 
     async def add_persona(self, call_id: str, persona: str, name: str) -> None:
         entry = {"id": persona, "name": name, "at": utcnow().isoformat()}
@@ -306,17 +313,17 @@ class Store:
             if row is not None:
                 c.execute(update(Call).where(Call.id == call_id).values(personas=[*(row[0] or []), entry]))
 
-        await self.writer.write(add)
+        await self.writer.write(add, call_id)
 
     async def set_outcome(self, call_id: str, outcome: dict[str, Any]) -> None:
-        await self._execute(update(Call).where(Call.id == call_id).values(outcome=outcome))
+        await self._execute(call_id, update(Call).where(Call.id == call_id).values(outcome=outcome))
 
     async def count_events(self, call_id: str, n: int) -> None:
-        await self._execute(update(Call).where(Call.id == call_id).values(events_received=Call.events_received + n))
+        await self._execute(call_id, update(Call).where(Call.id == call_id).values(events_received=Call.events_received + n))
 
     async def end_stale_calls(self, reason: str = "server_restart") -> int:
         """Calls left active by a previous run of the server (killed, crashed) are over."""
-        return await self._execute(update(Call).where(Call.status == "active")
+        return await self._execute("", update(Call).where(Call.status == "active")
                                    .values(status="ended", end_reason=reason, ended_at=utcnow()))
 
     async def active_owners(self) -> list[str | None]:
@@ -332,7 +339,7 @@ class Store:
             conds.append(Call.owner.is_(None))
         if not conds:
             return 0
-        return await self._execute(update(Call).where(Call.status == "active", or_(*conds))
+        return await self._execute("", update(Call).where(Call.status == "active", or_(*conds))
                                    .values(status="ended", end_reason=reason, ended_at=utcnow()))
 
     async def active_calls_not_of(self, owner: str) -> list[Call]:
@@ -345,11 +352,11 @@ class Store:
         """Make `owner` the holder of an active call still held by `was`; False when another process
         claimed it first (or it ended). One conditional UPDATE: of processes racing, one wins."""
         held = Call.owner.is_(None) if was is None else Call.owner == was
-        return bool(await self._execute(update(Call).where(Call.id == call_id, Call.status == "active", held)
+        return bool(await self._execute(call_id, update(Call).where(Call.id == call_id, Call.status == "active", held)
                                         .values(owner=owner)))
 
     async def set_owner(self, call_id: str, owner: str | None) -> None:
-        await self._execute(update(Call).where(Call.id == call_id).values(owner=owner))
+        await self._execute(call_id, update(Call).where(Call.id == call_id).values(owner=owner))
 
     async def list_calls(self, user_id: str, *, limit: int = 50, offset: int = 0) -> list[Call]:
         async with self.sessions() as s:
@@ -374,18 +381,19 @@ class Store:
         """Insert or update one transcript item (committed before this returns): it runs for every
         event that places or completes an item, so it is one prepared upsert."""
         now = utcnow()
-        await self._execute(self._upsert_item, {
+        await self.writer.write(Row(self._upsert_item, {
             "call_id": call_id, "item_id": rec.item_id, "started_at": rec.started_at or now, "completed_at": now,
             "seq": rec.seq, "role": rec.role, "kind": rec.kind, "persona": rec.persona, "text": rec.text,
-            "status": rec.status, "data": rec.data, "audio_end_ms": rec.audio_end_ms})
+            "status": rec.status, "data": rec.data, "audio_end_ms": rec.audio_end_ms}, key=(call_id, rec.item_id)), call_id)
 
     async def update_item(self, call_id: str, item_id: str, **values: Any) -> None:
-        await self._execute(update(TranscriptItem).where(TranscriptItem.call_id == call_id,
-                                                         TranscriptItem.item_id == item_id).values(**values))
+        statement = update(TranscriptItem).where(TranscriptItem.call_id == call_id,
+                                                 TranscriptItem.item_id == item_id).values(**values)
+        await self.writer.write(Keyed(lambda c: c.execute(statement), key=(call_id, item_id)), call_id)
 
     async def delete_item(self, call_id: str, item_id: str) -> None:
-        await self._execute(delete(TranscriptItem).where(TranscriptItem.call_id == call_id,
-                                                         TranscriptItem.item_id == item_id))
+        statement = delete(TranscriptItem).where(TranscriptItem.call_id == call_id, TranscriptItem.item_id == item_id)
+        await self.writer.write(Keyed(lambda c: c.execute(statement), key=(call_id, item_id)), call_id)
 
     async def items(self, call_id: str, *, pending: bool = False) -> list[TranscriptItem]:
         """The call's transcript in order; with `pending`, also the items placed whose words have not
@@ -416,7 +424,7 @@ class Store:
             c.execute(self._add_totals, totals)
             return True
 
-        return await self.writer.write(add)
+        return await self.writer.write(add, call_id)
 
     async def usage(self, call_id: str) -> list[UsageRecord]:
         async with self.sessions() as s:

@@ -37,6 +37,8 @@ _DEFS: dict[str, tuple[str, str]] = {
     "parley_upstream_errors_total": ("counter", "Failed upstream operations, by operation and status."),
     "parley_webhooks_total": ("counter", "OpenAI webhooks received, by outcome (ok, bad_signature, replay, ignored)."),
     "parley_phone_rejected_total": ("counter", "Incoming phone calls rejected, by SIP status."),
+    "parley_db_writes_total": ("counter", "Writes to the database (items, usage, calls), all group-committed."),
+    "parley_db_commit_seconds": ("histogram", "Time to commit one batch of the database's writes (one transaction)."),
     "parley_upstream_seconds": ("histogram", "Upstream operation latency, by operation."),
     "parley_request_seconds": ("histogram", "Time spent in the server for API requests, by route."),
     "parley_added_seconds": ("histogram", "The server's own time for API requests (upstream time excluded), by route."),
@@ -55,7 +57,7 @@ Snapshot = dict[str, Any]
 
 _UNLABELED = ("parley_sessions_total", "parley_cost_usd_total", "parley_invalid_events_total",
               "parley_recorder_errors_total", "parley_phone_webhooks_total", "parley_phone_barge_ins_total",
-              "parley_phone_dtmf_total")
+              "parley_phone_dtmf_total", "parley_db_writes_total")
 
 
 def _labels(labels: dict[str, str]) -> Labels:
