@@ -40,6 +40,7 @@ def test_the_recorder_never_raises_and_stores_in_conversation_order(tmp_path: Pa
                                 transcription_model="whisper-1", prices=DEFAULT_TABLE, metrics=Metrics())
             for e in events:
                 await recorder.handle(e)  # must not raise
+            await recorder.flush()
             stored = await store.items(call_id)
             order = recorder.state.ids
             live = [i.item_id for i in stored if i.item_id in order]

@@ -10,7 +10,9 @@ The schema is created and migrated on start by Alembic (`migrate()`, migrations 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -229,6 +231,13 @@ def _rows(result: Any) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+def _just(statement: Any) -> Callable[[Connection], None]:
+    """A write of one statement whose result nobody needs."""
+    def write(c: Connection) -> None:
+        c.execute(statement)
+    return write
+
+
 class Store:
     """Reads on the async engine's pool; every write through the one `Writer` (group commit), each
     committed before its method returns."""
@@ -377,23 +386,24 @@ class Store:
 
     # transcript ---------------------------------------------------------------------------------
 
-    async def save_item(self, call_id: str, rec: ItemRecord) -> None:
-        """Insert or update one transcript item (committed before this returns): it runs for every
-        event that places or completes an item, so it is one prepared upsert."""
+    def save_item(self, call_id: str, rec: ItemRecord) -> asyncio.Future[None]:
+        """Insert or update one transcript item: one prepared upsert (it runs for every event that
+        places or completes an item). Queued at once, in order with the call's other writes; the
+        future is done when it is committed."""
         now = utcnow()
-        await self.writer.write(Row(self._upsert_item, {
+        return self.writer.submit(Row(self._upsert_item, {
             "call_id": call_id, "item_id": rec.item_id, "started_at": rec.started_at or now, "completed_at": now,
             "seq": rec.seq, "role": rec.role, "kind": rec.kind, "persona": rec.persona, "text": rec.text,
             "status": rec.status, "data": rec.data, "audio_end_ms": rec.audio_end_ms}, key=(call_id, rec.item_id)), call_id)
 
-    async def update_item(self, call_id: str, item_id: str, **values: Any) -> None:
+    def update_item(self, call_id: str, item_id: str, **values: Any) -> asyncio.Future[None]:
         statement = update(TranscriptItem).where(TranscriptItem.call_id == call_id,
                                                  TranscriptItem.item_id == item_id).values(**values)
-        await self.writer.write(Keyed(lambda c: c.execute(statement), key=(call_id, item_id)), call_id)
+        return self.writer.submit(Keyed(_just(statement), key=(call_id, item_id)), call_id)
 
-    async def delete_item(self, call_id: str, item_id: str) -> None:
+    def delete_item(self, call_id: str, item_id: str) -> asyncio.Future[None]:
         statement = delete(TranscriptItem).where(TranscriptItem.call_id == call_id, TranscriptItem.item_id == item_id)
-        await self.writer.write(Keyed(lambda c: c.execute(statement), key=(call_id, item_id)), call_id)
+        return self.writer.submit(Keyed(_just(statement), key=(call_id, item_id)), call_id)
 
     async def items(self, call_id: str, *, pending: bool = False) -> list[TranscriptItem]:
         """The call's transcript in order; with `pending`, also the items placed whose words have not

@@ -152,6 +152,7 @@ class DirectCalls:
             call.events += accepted
             if accepted:
                 await self.manager.store.count_events(call.id, accepted)
+            await call.recorder.flush()  # what was reported is stored when the report is answered
             await self.manager.slots.refresh(call.id, self.manager.settings.direct_idle_seconds)
             reason = await self._direct_cap(call)
             if reason is not None:

@@ -3,7 +3,9 @@
 One recorder per call. It applies each event to a `ConversationState` (the protocol's one reading
 of server events) and stores what changed: an item the moment it is complete with its words, in
 conversation order; a truncated answer as the words that were heard; a deletion; each response's
-usage and cost, and each transcription's. It reads the same GA events whether they come from the
+usage and cost, and each transcription's. Transcript writes are queued for the store's next group
+commit, which keeps a call's writes in order, without holding up the call's next events (`flush`
+waits for them). It reads the same GA events whether they come from the
 sideband of a server-held call or from a browser reporting its data channel.
 
 An item's place is stored the moment the conversation places it (a `pending` row: id, role,
@@ -22,9 +24,11 @@ It never swallows an exception: malformed input is the protocol's invalid-event 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -41,6 +45,7 @@ log = logging.getLogger(__name__)
 
 MAX_TEXT = 20_000
 MAX_ID = 128
+MAX_UNCOMMITTED = 32  # a call's transcript writes queued and not yet committed, before its events wait
 PENDING = "pending"  # a placed item whose words have not arrived (hidden from the transcript)
 # Events that name an item's previous item.
 PLACING = frozenset({"conversation.item.added", "conversation.item.done", "input_audio_buffer.committed"})
@@ -94,6 +99,7 @@ class Recorder:
         self._persona_of: dict[str, str] = {}  # response or item id -> the persona that spoke it
         self._started: dict[str, dt.datetime] = {}
         self._asked: set[str] = set()  # items retrieved for a backfill, not yet answered
+        self._uncommitted: deque[asyncio.Future[None]] = deque()  # transcript writes queued, in order
 
     async def handle(self, event: ServerEvent | dict[str, Any] | str | bytes) -> list[ch.Change]:
         """Record one server event; the changes it made (for the call's app to act on)."""
@@ -134,6 +140,27 @@ class Recorder:
             self._asked.add(item_id)
             self.metrics.inc("parley_backfill_requests_total", reason=why)
             await self.send({"type": "conversation.item.retrieve", "item_id": item_id})
+
+    async def _queue(self, write: asyncio.Future[None]) -> None:
+        """A transcript write the call's next events need not wait for (the store commits a call's
+        writes in order): its failure is counted and logged when it comes. Past MAX_UNCOMMITTED
+        queued, the events wait for the oldest (a database that falls behind slows the call's
+        recording, not the process's memory)."""
+        write.add_done_callback(self._committed)
+        self._uncommitted.append(write)
+        while len(self._uncommitted) > MAX_UNCOMMITTED:
+            await asyncio.wait([self._uncommitted[0]])
+
+    def _committed(self, write: asyncio.Future[None]) -> None:
+        self._uncommitted.remove(write)
+        if not write.cancelled() and write.exception() is not None:
+            self.metrics.inc("parley_recorder_errors_total")
+            log.error("call %s: storing a transcript item failed", self.call_id, exc_info=write.exception())
+
+    async def flush(self) -> None:
+        """Wait until every write queued so far is committed (or failed, and counted)."""
+        if self._uncommitted:
+            await asyncio.wait(list(self._uncommitted))
 
     def set_persona(self, persona: str) -> None:
         """The call's app handed the call to `persona`: what is said from now on is theirs."""
@@ -233,12 +260,12 @@ class Recorder:
             return
         if item_id not in self._seq:
             self._seq[item_id] = self._position(item)
-        await self.store.save_item(self.call_id, ItemRecord(
+        await self._queue(self.store.save_item(self.call_id, ItemRecord(
             item_id=item_id, seq=self._seq[item_id], role=role, kind=kind,
             persona=self._persona_of.get(item.id, self.persona) if role == "assistant" else None,
             text=text, status=status, data=data,
             audio_end_ms=int(item.truncated_ms) if item.truncated_ms is not None else None,
-            started_at=self._started.get(item.id)))
+            started_at=self._started.get(item.id))))
         self._stored[item_id] = (text, status)
         self._asked.discard(item_id)
         if status != PENDING and (before is None or before[1] == PENDING):
@@ -248,7 +275,8 @@ class Recorder:
         item_id = change.item_id[:MAX_ID]
         if item_id in self._stored and self._stored[item_id][1] != PENDING:
             text, _status = self._stored[item_id]
-            await self.store.update_item(self.call_id, item_id, status="truncated", audio_end_ms=change.audio_end_ms)
+            await self._queue(self.store.update_item(self.call_id, item_id, status="truncated",
+                                               audio_end_ms=change.audio_end_ms))
             self._stored[item_id] = (text, "truncated")
         if self.send is not None:
             # The upstream's copy says what was heard (Parley's engine trims the transcript to it).
@@ -262,16 +290,16 @@ class Recorder:
         stored = self._stored.get(item_id)
         heard = item.heard_text[:MAX_TEXT]
         if stored is not None and heard != stored[0]:
-            await self.store.update_item(self.call_id, item_id, text=heard, data={"said": item.text[:MAX_TEXT]})
+            await self._queue(self.store.update_item(self.call_id, item_id, text=heard, data={"said": item.text[:MAX_TEXT]}))
             self._stored[item_id] = (heard, stored[1])
 
     async def _deleted(self, item_id: str) -> None:
         item_id = item_id[:MAX_ID]
         if self._stored.get(item_id, ("", ""))[1] == PENDING:  # never had words: no trace of it
-            await self.store.delete_item(self.call_id, item_id)
+            await self._queue(self.store.delete_item(self.call_id, item_id))
             del self._stored[item_id], self._seq[item_id]
         elif item_id in self._stored:
-            await self.store.update_item(self.call_id, item_id, status="deleted")
+            await self._queue(self.store.update_item(self.call_id, item_id, status="deleted"))
             self._stored[item_id] = (self._stored[item_id][0], "deleted")
 
     async def _response_done(self, change: ch.ResponseDone) -> None:

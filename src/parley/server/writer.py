@@ -260,8 +260,13 @@ class Writer:
         self._closing = False
 
     async def write(self, write: Callable[[Connection], T], shard: str = "") -> T:
-        """Run `write` in its lane's next batch; its result once that batch is committed. Writes of
-        one `shard` (a call id) are committed in the order they were asked for."""
+        """Run `write` in its lane's next batch; its result once that batch is committed."""
+        return await self.submit(write, shard)
+
+    def submit(self, write: Callable[[Connection], T], shard: str = "") -> asyncio.Future[T]:
+        """Queue `write` now; the future is done when its batch is committed. Writes of one `shard`
+        (a call id) are committed in the order they were submitted, so a caller may submit several
+        without waiting for each."""
         lane = self._lanes[hash(shard) % len(self._lanes)]
         if lane.task is None or lane.task.done():
             lane.wake = asyncio.Event()  # (of this event loop)
@@ -269,7 +274,7 @@ class Writer:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         lane.queue.append((write, future))
         lane.wake.set()
-        return await future
+        return future
 
     async def _run(self, lane: _Lane) -> None:
         while not (self._closing and not lane.queue):
@@ -287,7 +292,7 @@ class Writer:
                 if self.on_batch is not None:
                     self.on_batch(len(batch), time.perf_counter() - began)
                 for (_, future), (ok, value) in zip(batch, results, strict=True):
-                    if future.done():  # its caller was cancelled; the write stands
+                    if future.done():  # its awaiter was cancelled; the write stands
                         continue
                     if ok:
                         future.set_result(value)
