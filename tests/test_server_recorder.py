@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from parley.protocol import events as ev
+from parley.protocol import items
 from parley.protocol.pricing import DEFAULT_TABLE
 from parley.server.db import Store
 from parley.server.metrics import Metrics
@@ -89,3 +90,22 @@ async def test_invalid_events_are_counted(server: str) -> None:
 def _invalid(metrics: str) -> float:
     lines = [line for line in metrics.splitlines() if line.startswith("parley_invalid_events_total")]
     return float(lines[0].split()[-1]) if lines else 0.0
+
+
+async def test_a_transcript_write_that_fails_is_counted_and_the_call_goes_on(tmp_path: Path) -> None:
+    """Transcript writes are queued, not awaited one by one: one that fails later is counted and
+    logged, and the recorder carries on."""
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'fail.db'}")
+    await store.start()
+    metrics = Metrics()
+    try:
+        recorder = Recorder(store, "call_not_on_record", persona="negotiator/sarah", model="gpt-realtime",
+                            transcription_model="whisper-1", prices=DEFAULT_TABLE, metrics=metrics)
+        said = items.message("item_1", "user", [items.input_text("hello")])
+        await recorder.handle(ev.conversation_item_added(said, None))  # no such call: the write fails
+        await recorder.handle(ev.conversation_item_done(said, None))
+        await recorder.flush()
+        assert metrics.value("parley_recorder_errors_total") == 2  # placed, then completed
+        assert recorder.state.ids == ["item_1"]
+    finally:
+        await store.close()

@@ -116,3 +116,12 @@ async def test_a_connection_the_server_dropped_costs_no_write(database: str) -> 
         assert [i.item_id for i in await store.items("call_d")] == ["item_1", "item_2"]
     finally:
         await store.close()
+
+
+async def test_a_late_placeholder_never_erases_stored_words(store: Store) -> None:
+    await _call(store, "call_p")
+    placed = ItemRecord(item_id="item_1", seq=1.0, role="user", kind="message", persona=None, text="", status="pending")
+    await store.save_item("call_p", placed)
+    await store.save_item("call_p", _item(1))  # its words
+    await store.save_item("call_p", placed)  # a late write of the placeholder
+    assert [(i.text, i.status) for i in await store.items("call_p", pending=True)] == [("turn 1", "completed")]

@@ -72,6 +72,7 @@ class LiveCall:
     started: float = field(default_factory=time.monotonic)
     end_reason: str | None = None
     handover: bool = False  # shutting down in shared mode: let go of the call, another process holds it on
+    lost: bool = False  # another process claimed it (this one stalled past its lease): let go, owner kept
     task: asyncio.Task[None] | None = None
     timer: asyncio.Task[None] | None = None
     closed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -450,14 +451,21 @@ class CallManager:
             live.timer.cancel()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(live.conn.close(), 3)
+        if live.lost:  # the row names its new owner: nothing of it is ours to clear
+            self.metrics.inc("parley_calls_lost_total")
+            log.warning("call %s: another process holds it now (this one stalled past its lease); let go", live.id)
+        else:
+            await self._hand(live)
+        self.slots.forget(live.id)
+        live.closed.set()
+
+    async def _hand(self, live: LiveCall) -> None:
         try:
             await self.store.set_owner(live.id, None)
             self.metrics.inc("parley_handovers_total")
         except Exception:  # its owner's heartbeat lapses instead: taken over as after a crash
             live.handover = False
             log.exception("call %s: could not release it for another process", live.id)
-        self.slots.forget(live.id)
-        live.closed.set()
 
     async def _deadline(self, live: LiveCall, at: float | None = None) -> None:
         """End the call at its duration cap (`at`: a time.monotonic() instant; else from now)."""

@@ -249,8 +249,11 @@ class Store:
         self.writer = Writer(self._committer(url), lanes=1 if self.dialect == "sqlite" else WRITE_LANES)
         # The hot statements, built once (each write only binds its values).
         item = self._insert(TranscriptItem)
-        self._upsert_item = item.on_conflict_do_update(index_elements=["call_id", "item_id"],
-                                                       set_={f: item.excluded[f] for f in ITEM_FIELDS})
+        # A placeholder (pending) never overwrites words already stored: a late or repeated write of
+        # a placed item (a process that stalled and came back, a backfill) cannot erase a turn.
+        self._upsert_item = item.on_conflict_do_update(
+            index_elements=["call_id", "item_id"], set_={f: item.excluded[f] for f in ITEM_FIELDS},
+            where=or_(TranscriptItem.status == "pending", item.excluded.status != "pending"))
         self._insert_usage = self._insert(UsageRecord).on_conflict_do_nothing(
             index_elements=["call_id", "kind", "ref_id"])
         self._add_totals = update(Call).where(Call.id == bindparam("b_call")).values(
@@ -363,6 +366,14 @@ class Store:
         held = Call.owner.is_(None) if was is None else Call.owner == was
         return bool(await self._execute(call_id, update(Call).where(Call.id == call_id, Call.status == "active", held)
                                         .values(owner=owner)))
+
+    async def claimed_from(self, call_ids: list[str], owner: str) -> list[str]:
+        """Which of these calls (held by `owner`) another process has claimed since."""
+        if not call_ids:
+            return []
+        async with self.sessions() as s:
+            return list(await s.scalars(select(Call.id).where(Call.id.in_(call_ids), Call.owner.is_not(None),
+                                                               Call.owner != owner)))
 
     async def set_owner(self, call_id: str, owner: str | None) -> None:
         await self._execute(call_id, update(Call).where(Call.id == call_id).values(owner=owner))

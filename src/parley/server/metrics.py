@@ -29,6 +29,7 @@ _DEFS: dict[str, tuple[str, str]] = {
                                                   "(pending: placed, not complete; previous: named, never seen)."),
     "parley_takeovers_total": ("counter", "Calls of a dead process this process took over, by outcome."),
     "parley_handovers_total": ("counter", "Calls this process handed to the others as it stopped (a rolling restart)."),
+    "parley_calls_lost_total": ("counter", "Calls another process claimed while this one stalled past its lease (let go here)."),
     "parley_invalid_events_total": ("counter", "Server events a recorder could not read (malformed), counted and skipped."),
     "parley_recorder_errors_total": ("counter", "Events whose recording failed with an error (a bug; logged)."),
     "parley_tool_calls_total": ("counter", "Function calls the server answered, by name."),
@@ -57,7 +58,7 @@ Snapshot = dict[str, Any]
 
 _UNLABELED = ("parley_sessions_total", "parley_cost_usd_total", "parley_invalid_events_total",
               "parley_recorder_errors_total", "parley_phone_webhooks_total", "parley_phone_barge_ins_total",
-              "parley_phone_dtmf_total", "parley_db_writes_total")
+              "parley_phone_dtmf_total", "parley_db_writes_total", "parley_calls_lost_total")
 
 
 def _labels(labels: dict[str, str]) -> Labels:

@@ -14,6 +14,10 @@ the persona's agent. A call the upstream no longer has is ended (`server_restart
 server cannot hold again: a browser-direct call (its next report revives it elsewhere, see
 `DirectCalls._revive`) and a phone call whose audio went through the dead process.
 
+A process that stalled past its lease and comes back finds its calls claimed (`fence`, every
+sweep): it lets go of them (sideband closed, nothing ended, the row left to its new owner), so no
+call is recorded or answered by two processes.
+
 A process stopping gracefully (SIGTERM: a rolling restart) hands its server-held calls over rather
 than ending them (`CallManager.hand_over`): it closes each sideband, clears the row's owner and
 announces a sweep, so the others claim the calls at once instead of after a lease.
@@ -77,9 +81,22 @@ class Takeover:
                 pass
             self._woken.clear()
             try:
+                await self.fence()
                 await self.sweep()
             except Exception:
                 log.exception("the takeover sweep failed")
+
+    async def fence(self) -> int:
+        """Let go of the calls held here that another process has claimed: this process stalled
+        (stopped, swapped out, cut off from Redis) long enough for its beat to lapse, and on coming
+        back must not record, cap or answer them a second time. How many it let go."""
+        lost = await self.calls.store.claimed_from(list(self.calls.live), self.owner)
+        for call_id in lost:
+            live = self.calls.live.get(call_id)
+            if live is not None and not live.handover:
+                live.lost = live.handover = True
+                await self.calls._let_go(live)
+        return len(lost)
 
     async def sweep(self) -> int:
         """Claim the active calls of processes that stopped beating; how many were claimed."""
