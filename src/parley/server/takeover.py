@@ -14,9 +14,9 @@ the persona's agent. A call the upstream no longer has is ended (`server_restart
 server cannot hold again: a browser-direct call (its next report revives it elsewhere, see
 `DirectCalls._revive`) and a phone call whose audio went through the dead process.
 
-A process stopping gracefully (SIGTERM: a rolling restart) hands its server-held calls over rather
-than ending them (`CallManager.hand_over`): it closes each sideband, clears the row's owner and
-announces a sweep, so the others claim the calls at once instead of after a lease.
+A process stopping gracefully (SIGTERM: a rolling restart) hands its calls over rather than ending
+them (`CallManager.hand_over`, `DirectCalls.shutdown`): it closes each sideband, clears the row's
+owner and announces a sweep, so the others claim the calls at once instead of after a lease.
 """
 
 from __future__ import annotations
@@ -102,6 +102,13 @@ class Takeover:
 
     async def _take(self, row: Call) -> None:
         calls = self.calls
+        if row.kind == "direct" and calls.upstream.kind != "local":
+            # The browser holds the call and reports it to any process: held here, its reports are
+            # recorded (and its idle and duration caps run) as at the process that stopped.
+            await calls.directs.adopt(row, row.user_id)
+            calls.metrics.inc("parley_takeovers_total", outcome="taken")
+            log.info("call %s: browser-direct, taken over from %s", row.id, row.owner)
+            return
         holdable = row.kind == "server" and row.upstream_call_id and calls.upstream.kind != "local"
         if not holdable:
             # (With the in-process engine as upstream, the call died with its process's engine.)
