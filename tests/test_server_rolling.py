@@ -9,7 +9,8 @@ is still active, held by a live process, with every item its peer saw stored onc
 
 And a browser-direct call (a key from /api/session, the peer's data channel reported to
 /api/calls/{id}/events) through a restart of every process, its reports landing at the others
-while each stops: recorded wherever they land, nothing twice, the call not ended.
+while each stops, then SIGKILL of the process holding it: recorded wherever they land, nothing
+twice, the call not ended.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pytest
 from support.cluster import Cluster, EngineProcess
 from support.rtc import RtcPeer, of_type
 from support.server import conversation, eventually, say_text, start_call, wait_done
+from support.takeover import kill_owner
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -177,7 +179,14 @@ async def test_a_rolling_restart_hands_a_browser_direct_call_over(tmp_path: Path
                 await browser.report(others[1])
                 await wait_done(peer, say_text(peer, f"Restart {old} is over."), timeout=90)
                 await browser.report(others[-1])
+            # and SIGKILL of the process holding it: another claims it and holds it on (its caps run there)
+            assert await kill_owner(cluster, database, key["call_id"]) < 5
+            row = (await _rows(database, [key["call_id"]]))[key["call_id"]]
+            assert row["status"] == "active", dict(row)
+            await cluster.wait_healthy()
+            await wait_done(peer, say_text(peer, "Are you still there?"), timeout=90)
             url = cluster.urls[-1]
+            await browser.report(url)
             call = (await c.get(f"{url}/api/calls/{key['call_id']}")).json()
             assert call["kind"] == "direct" and call["status"] == "active", call
             items = call["transcript"]
