@@ -4,75 +4,47 @@
 
 A standalone `parley engine` (the shared upstream), `parley serve` processes in shared mode on a
 fresh PostgreSQL database (the machine's unix socket) and a private redis-server, one call through
-/api/calls with an aiortc peer typing turns. Each round: a turn, SIGKILL of the owner, the time
-until the call row names a new owner (the claim; the sideband is re-attached right after), a new
-process started so that two stay alive. Prints p50/p95 and the call's transcript check.
+/api/calls with an aiortc peer. Each round (`tests/support/takeover.kill_rounds`, the loop the CI
+test runs): a turn with SIGKILL of the owner at the next point of the turn (the user's item done,
+the response done, mid-audio), the time until the call row names a new owner (the claim; the
+sideband is re-attached right after), a new process started so that two stay alive. Prints p50/p95
+per point and overall, and the call's transcript check.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 
-import asyncpg
 import httpx
 
 from machine import describe, percentile
 from support.cluster import Cluster, EngineProcess
-from support.rtc import RtcPeer, of_type
-from support.server import conversation, say_text, wait_done
+from support.server import conversation, say_text, start_call, wait_done
 from support.services import postgres_database, redis_server
+from support.takeover import POINTS, Kill, kill_rounds
 
 
-async def owner_of(database: str, call_id: str) -> str:
-    conn = await asyncpg.connect(database)
-    try:
-        return str(await conn.fetchval("select owner from calls where id = $1", call_id))
-    finally:
-        await conn.close()
-
-
-async def run(redis_url: str, kills: int, lease: str) -> None:
+async def run(redis_url: str, n_kills: int, lease: str) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="parley-takeover-"))
     async with postgres_database() as database:
         engine = EngineProcess(tmp / "engine")
         await engine.wait_healthy()
         cluster = Cluster(tmp, database, redis_url, 2, PARLEY_UPSTREAM="url", PARLEY_UPSTREAM_URL=engine.url,
                           PARLEY_SLOT_LEASE_SECONDS=lease, PARLEY_MAX_CALL_SECONDS="3600")
-        times: list[float] = []
+        kills: list[Kill] = []
         try:
             await cluster.wait_healthy()
             async with httpx.AsyncClient(timeout=60) as c:
-                peer = RtcPeer()
-                r = await c.post(f"{cluster.urls[0]}/api/calls",
-                                 json={"sdp": await peer.offer(), "persona": "negotiator/sarah"})
-                r.raise_for_status()
-                call_id = r.json()["call_id"]
-                await peer.answer(r.json()["sdp"])
-                await peer.wait_for(of_type("session.created"))
-                for i in range(kills):
-                    await wait_done(peer, say_text(peer, f"Turn {i}: my bill is too high."), timeout=120)
-                    owner = await owner_of(database, call_id)
-                    proc = cluster.procs[cluster.by_pid(int(owner.split(":")[1]))]
-                    proc.send_signal(signal.SIGKILL)
-                    killed = time.monotonic()
-                    for _ in range(3000):  # polling the row: the claim is an UPDATE of it
-                        if await owner_of(database, call_id) != owner:
-                            break
-                        await asyncio.sleep(0.02)
-                    times.append(time.monotonic() - killed)
-                    print(f"kill {i + 1}: taken over in {times[-1]:.2f} s", flush=True)
-                    proc.wait(10)
-                    cluster.spawn()
-                    await cluster.wait_healthy()
+                peer, call_id = await start_call(c, cluster.urls[0])
+                kills = await kill_rounds(cluster, database, peer, call_id, n_kills, timeout=120, report=lambda i, k: print(
+                    f"kill {i + 1} ({k.point}): taken over in {k.seconds:.2f} s", flush=True))
                 await wait_done(peer, say_text(peer, "Thanks, bye."), timeout=120)
                 expected = conversation(peer.events)
                 alive = next(u for u, p in zip(cluster.urls, cluster.procs, strict=True) if p.poll() is None)
@@ -86,8 +58,11 @@ async def run(redis_url: str, kills: int, lease: str) -> None:
             cluster.stop()
             engine.stop()
     print(describe())
-    print(f"takeover after SIGKILL (lease {lease} s), {len(times)} kills: "
-          f"p50 {percentile(times, 50):.2f} s, p95 {percentile(times, 95):.2f} s, max {max(times):.2f} s")
+    for point in (*POINTS, None):
+        times = [k.seconds for k in kills if point in (None, k.point)]
+        if times:
+            print(f"takeover after SIGKILL (lease {lease} s), {point or 'all'}, {len(times)} kills: "
+                  f"p50 {percentile(times, 50):.2f} s, p95 {percentile(times, 95):.2f} s, max {max(times):.2f} s")
 
 
 def main() -> None:

@@ -6,6 +6,11 @@ peers typing turns over their data channels. Each original process is replaced i
 started, then SIGTERM to the old one while every call has a turn under way): the stopping process
 hands its calls over instead of ending them, another claims each at once, and in the end every call
 is still active, held by a live process, with every item its peer saw stored once, in order.
+
+And a browser-direct call (a key from /api/session, the peer's data channel reported to
+/api/calls/{id}/events) through a restart of every process, its reports landing at the others
+while each stops, then SIGKILL of the process holding it: recorded wherever they land, nothing
+twice, the call not ended.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import pytest
 
 from support.cluster import Cluster, EngineProcess
 from support.rtc import RtcPeer, of_type
-from support.server import conversation, eventually, say_text, wait_done
+from support.server import conversation, eventually, say_text, start_call, wait_done
+from support.takeover import kill_owner
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -49,15 +55,6 @@ async def _rows(database: str, ids: list[str]) -> dict[str, Any]:
         await conn.close()
 
 
-async def _start_call(c: httpx.AsyncClient, url: str) -> tuple[RtcPeer, str]:
-    peer = RtcPeer()
-    r = await c.post(f"{url}/api/calls", json={"sdp": await peer.offer(), "persona": "negotiator/sarah"})
-    assert r.status_code == 201, r.text
-    await peer.answer(r.json()["sdp"])
-    await peer.wait_for(of_type("session.created"))
-    return peer, r.json()["call_id"]
-
-
 async def _turns(peers: list[tuple[RtcPeer, str]], starts: list[int]) -> None:
     await asyncio.gather(*(wait_done(p, s, timeout=180) for (p, _), s in zip(peers, starts, strict=True)))
 
@@ -72,7 +69,7 @@ async def test_a_rolling_restart_loses_no_call_and_no_item(tmp_path: Path, datab
         await cluster.wait_healthy()
         async with httpx.AsyncClient(timeout=60) as c:
             for k in range(CALLS):
-                peers.append(await _start_call(c, cluster.urls[k % 3]))
+                peers.append(await start_call(c, cluster.urls[k % 3]))
             ids = [call_id for _, call_id in peers]
             await _turns(peers, [say_text(p, f"Hi, I am caller number {k}.") for k, (p, _) in enumerate(peers)])
             for old in range(3):
@@ -122,4 +119,84 @@ async def test_a_rolling_restart_loses_no_call_and_no_item(tmp_path: Path, datab
     finally:
         for peer, _ in peers:
             await peer.close()
+        cluster.stop()
+
+
+class _Reporter:
+    """The browser's side of a direct call: what its data channel delivered since the last report,
+    posted to a process (again on 503 report_busy: another report is being recorded)."""
+
+    def __init__(self, c: httpx.AsyncClient, peer: RtcPeer, key: dict[str, Any], upstream_call_id: str) -> None:
+        self.c, self.peer, self.key, self.upstream_call_id = c, peer, key, upstream_call_id
+        self.sent = 0
+        self.accepted = 0
+
+    async def report(self, url: str) -> dict[str, Any]:
+        events, upto = self.peer.events[self.sent:], len(self.peer.events)
+        while True:
+            r = await self.c.post(f"{url}{self.key['events_url']}",
+                                  json={"events": events, "upstream_call_id": self.upstream_call_id})
+            if r.status_code != 503:
+                break
+            await asyncio.sleep(0.2)
+        assert r.status_code == 200 and r.json()["status"] == "active", (url, r.text)
+        self.sent = upto
+        self.accepted += r.json()["accepted"]
+        body: dict[str, Any] = r.json()
+        return body
+
+
+async def test_a_rolling_restart_hands_a_browser_direct_call_over(tmp_path: Path, database: str, redis_url: str,
+                                                                  engine: EngineProcess) -> None:
+    cluster = Cluster(tmp_path, database, redis_url, 3, PARLEY_UPSTREAM="url", PARLEY_UPSTREAM_URL=engine.url,
+                      PARLEY_SLOT_LEASE_SECONDS="3")
+    peer = RtcPeer()
+    try:
+        await cluster.wait_healthy()
+        async with httpx.AsyncClient(timeout=60) as c:
+            key = (await c.post(f"{cluster.urls[0]}/api/session", json={"persona": "negotiator/sarah"})).json()
+            r = await c.post(key["calls_url"], content=await peer.offer(),
+                             headers={"authorization": f"Bearer {key['value']}", "content-type": "application/sdp"})
+            assert r.status_code == 201, r.text
+            await peer.answer(r.text)
+            await peer.wait_for(of_type("session.created"))
+            browser = _Reporter(c, peer, key, r.headers["location"].rsplit("/", 1)[1])
+            await wait_done(peer, say_text(peer, "Hi, my bill is too high."), timeout=90)
+            await browser.report(cluster.urls[0])  # on record, held by the first process
+            for old in range(3):
+                cluster.spawn()
+                await cluster.wait_healthy()
+                gone = cluster.procs[old]
+                others = [u for u, p in zip(cluster.urls, cluster.procs, strict=True) if p.poll() is None and p is not gone]
+                start = say_text(peer, f"Restart {old}: my bill went up again this month.")
+                gone.terminate()
+                # the browser keeps reporting while the process stops, at the others
+                while gone.poll() is None:
+                    await browser.report(others[0])
+                    await asyncio.sleep(0.1)
+                assert gone.returncode in (0, -15), gone.stderr.read().decode() if gone.stderr else gone.returncode
+                await wait_done(peer, start, timeout=90)
+                await browser.report(others[1])
+                await wait_done(peer, say_text(peer, f"Restart {old} is over."), timeout=90)
+                await browser.report(others[-1])
+            # and SIGKILL of the process holding it: another claims it and holds it on (its caps run there)
+            assert await kill_owner(cluster, database, key["call_id"]) < 5
+            row = (await _rows(database, [key["call_id"]]))[key["call_id"]]
+            assert row["status"] == "active", dict(row)
+            await cluster.wait_healthy()
+            await wait_done(peer, say_text(peer, "Are you still there?"), timeout=90)
+            url = cluster.urls[-1]
+            await browser.report(url)
+            call = (await c.get(f"{url}/api/calls/{key['call_id']}")).json()
+            assert call["kind"] == "direct" and call["status"] == "active", call
+            items = call["transcript"]
+            assert [(i["item_id"], i["role"]) for i in items] == conversation(peer.events), items
+            assert all(i["text"] for i in items), items
+            alive = {str(p.pid) for p in cluster.procs if p.poll() is None}
+            rows = await _rows(database, [key["call_id"]])
+            assert rows[key["call_id"]]["owner"].split(":")[1] in alive, dict(rows[key["call_id"]])
+            r = await c.post(f"{url}/api/calls/{key['call_id']}/hangup")
+            assert r.status_code == 200 and r.json()["end_reason"] == "hangup", r.text
+    finally:
+        await peer.close()
         cluster.stop()

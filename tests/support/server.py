@@ -60,18 +60,29 @@ def http(url: str, **kw: Any) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=url, timeout=30, **kw)
 
 
-@asynccontextmanager
-async def server_call(client: httpx.AsyncClient, persona: str = "negotiator/sarah") -> AsyncIterator[tuple[RtcPeer, str]]:
-    """A call through POST /api/calls with an aiortc peer; yields (peer, call id) once connected."""
+async def start_call(client: httpx.AsyncClient, url: str = "", persona: str = "negotiator/sarah") -> tuple[RtcPeer, str]:
+    """A call through POST {url}/api/calls with an aiortc peer, connected; (peer, call id). The caller
+    closes the peer."""
     peer = RtcPeer()
     try:
-        r = await client.post("/api/calls", json={"sdp": await peer.offer(), "persona": persona})
+        r = await client.post(f"{url}/api/calls", json={"sdp": await peer.offer(), "persona": persona})
         assert r.status_code == 201, r.text
         body = r.json()
         assert r.headers["location"] == f"/api/calls/{body['call_id']}"
         await peer.answer(body["sdp"])
         await peer.wait_for(of_type("session.created"))
-        yield peer, body["call_id"]
+    except BaseException:
+        await peer.close()
+        raise
+    return peer, body["call_id"]
+
+
+@asynccontextmanager
+async def server_call(client: httpx.AsyncClient, persona: str = "negotiator/sarah") -> AsyncIterator[tuple[RtcPeer, str]]:
+    """A call through POST /api/calls with an aiortc peer; yields (peer, call id) once connected."""
+    peer, call_id = await start_call(client, persona=persona)
+    try:
+        yield peer, call_id
     finally:
         await peer.close()
 

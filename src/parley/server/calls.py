@@ -143,13 +143,16 @@ class CallManager:
             await self.takeover.stop()
         if self.commands is not None:
             await self.commands.stop()
-        if self.hub is not None and self.upstream.kind != "local" and self.live:
+        handing = self.hub is not None and self.upstream.kind != "local"
+        if handing and self.live:
             # A rolling restart: the calls go on upstream; let go of them and have another process
             # claim each at once (`hand_over`). (With the in-process engine they end with it.)
             await self.hand_over()
         await asyncio.gather(*(self.end(c, "server_shutdown") for c in list(self.live)),
                              *(b.end("server_shutdown") for b in list(self.bridged.values())), return_exceptions=True)
-        await self.directs.shutdown()
+        if await self.directs.shutdown(hand_over=handing) and self.commands is not None:
+            with contextlib.suppress(Exception):  # (else claimed at the others' next sweep)
+                await self.commands.broadcast("sweep")
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -179,19 +179,25 @@ class DirectCalls:
                            "not_direct_call")
         if row.status != "active":
             raise ApiError(409, f"The call is over ({row.end_reason or row.status}).", "call_not_active")
+        call = await self.adopt(row, principal.limit_key)
+        await self.manager.slots.try_take(principal.limit_key, call_id, 10**6, ttl=self.manager.settings.direct_idle_seconds)
+        if self.manager.owner is not None and row.owner != self.manager.owner:
+            await self.manager.store.set_owner(call_id, self.manager.owner)  # its reports come here now
+        return call
+
+    async def adopt(self, row: Any, limit_key: str) -> DirectCall:
+        """Hold a reported call from its row and stored items: revived for a report, or claimed from a
+        process that stopped (`parley.server.takeover`), so that its idle and duration caps still run."""
         persona = find_persona(row.personas[-1]["id"] if row.personas else row.persona)
-        items = await self.manager.store.items(call_id, pending=True)
-        call = DirectCall(row.id, row.user_id, principal.limit_key, persona, row.model,
+        items = await self.manager.store.items(row.id, pending=True)
+        call = DirectCall(row.id, row.user_id, limit_key, persona, row.model,
                           created=row.created_at.timestamp(), upstream_call_id=row.upstream_call_id,
                           events=row.events_received)
         call.recorder = self.manager._recorder(call.id, row.user_id, persona, row.model)
         call.recorder.resume(items)
         call.recorder.cost = row.cost_usd
         call.agent = self.manager._agent(call.id, persona, call.recorder)
-        self.calls[call_id] = call
-        await self.manager.slots.try_take(principal.limit_key, call_id, 10**6, ttl=self.manager.settings.direct_idle_seconds)
-        if self.manager.owner is not None and row.owner != self.manager.owner:
-            await self.manager.store.set_owner(call_id, self.manager.owner)  # its reports come here now
+        self.calls[row.id] = call
         return call
 
     async def _direct_cap(self, call: DirectCall) -> str | None:
@@ -250,11 +256,21 @@ class DirectCalls:
             elif not await self.manager.slots.holds(call.id):
                 await self.end(call, "idle")
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, *, hand_over: bool = False) -> int:
+        """Stopping: end the reported calls held here, or (`hand_over`: shared mode, a rolling restart,
+        the calls go on upstream) clear their owner so another process claims them at once, and their
+        next reports are recorded wherever they land. How many were handed over."""
+        handed = 0
         for call in list(self.calls.values()):
-            if call.recorder is not None:
-                try:
+            if call.recorder is None:
+                continue
+            try:
+                if hand_over:
+                    await self.manager.store.set_owner(call.id, None)
+                    handed += 1
+                else:
                     await self.manager.store.end_call(call.id, reason="server_shutdown")
-                except Exception:
-                    log.exception("call %s: could not record its end", call.id)
+            except Exception:
+                log.exception("call %s: could not record its end or hand it over", call.id)
         self.calls.clear()
+        return handed

@@ -18,9 +18,9 @@ A process that stalled past its lease and comes back finds its calls claimed (`f
 sweep): it lets go of them (sideband closed, nothing ended, the row left to its new owner), so no
 call is recorded or answered by two processes.
 
-A process stopping gracefully (SIGTERM: a rolling restart) hands its server-held calls over rather
-than ending them (`CallManager.hand_over`): it closes each sideband, clears the row's owner and
-announces a sweep, so the others claim the calls at once instead of after a lease.
+A process stopping gracefully (SIGTERM: a rolling restart) hands its calls over rather than ending
+them (`CallManager.hand_over`, `DirectCalls.shutdown`): it closes each sideband, clears the row's
+owner and announces a sweep, so the others claim the calls at once instead of after a lease.
 """
 
 from __future__ import annotations
@@ -119,6 +119,13 @@ class Takeover:
 
     async def _take(self, row: Call) -> None:
         calls = self.calls
+        if row.kind == "direct" and calls.upstream.kind != "local":
+            # The browser holds the call and reports it to any process: held here, its reports are
+            # recorded (and its idle and duration caps run) as at the process that stopped.
+            await calls.directs.adopt(row, row.user_id)
+            calls.metrics.inc("parley_takeovers_total", outcome="taken")
+            log.info("call %s: browser-direct, taken over from %s", row.id, row.owner)
+            return
         holdable = row.kind == "server" and row.upstream_call_id and calls.upstream.kind != "local"
         if not holdable:
             # (With the in-process engine as upstream, the call died with its process's engine.)
