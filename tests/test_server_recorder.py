@@ -109,3 +109,44 @@ async def test_a_transcript_write_that_fails_is_counted_and_the_call_goes_on(tmp
         assert recorder.state.ids == ["item_1"]
     finally:
         await store.close()
+
+
+async def test_a_missed_previous_item_is_on_record_so_a_successor_asks_for_it(tmp_path: Path) -> None:
+    """An event names a previous item this recorder never saw: it asks the upstream, and puts the
+    item on record as placed (just before the one naming it) so that a recorder taking the call over
+    before the answer came asks again."""
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'missed.db'}")
+    await store.start()
+    sent: list[dict[str, Any]] = []
+
+    async def send(event: dict[str, Any]) -> None:
+        sent.append(event)
+
+    def recorder() -> Recorder:
+        return Recorder(store, "call_m", persona="negotiator/sarah", model="gpt-realtime", transcription_model="whisper-1",
+                        prices=DEFAULT_TABLE, metrics=Metrics(), send=send)
+
+    try:
+        await store.create_call(id="call_m", user_id="u", kind="server", persona="negotiator/sarah",
+                                persona_name="Sarah", model="gpt-realtime")
+        first = recorder()
+        said = items.message("item_2", "user", [items.input_text("hello")])
+        await first.handle(ev.conversation_item_added(said, "item_1"))  # item_1: never seen here
+        await first.handle(ev.conversation_item_done(said, "item_1"))
+        await first.flush()
+        assert sent == [{"type": "conversation.item.retrieve", "item_id": "item_1"}]
+        rows = await store.items("call_m", pending=True)
+        assert [(r.item_id, r.status) for r in rows] == [("item_1", "pending"), ("item_2", "completed")]
+        # the process dies before the answer: the next recorder asks again
+        sent.clear()
+        successor = recorder()
+        successor.resume(rows)
+        assert await successor.backfill() == 1 and sent == [{"type": "conversation.item.retrieve", "item_id": "item_1"}]
+        # the answer: the item takes its place, with its words
+        answer = items.message("item_1", "assistant", [{"type": "output_text", "text": "Hi, this is Sarah."}])
+        await successor.handle(ev.conversation_item_retrieved(answer))
+        await successor.flush()
+        assert [(r.item_id, r.role, r.text) for r in await store.items("call_m")] == [
+            ("item_1", "assistant", "Hi, this is Sarah."), ("item_2", "user", "hello")]
+    finally:
+        await store.close()

@@ -16,7 +16,8 @@ It acts on nothing: what a persona's tools do and who speaks next belong to the 
 (`parley.apps.negotiator.agent`), which reads the same changes. The one request it makes (with
 `send`, on a server-held call) is `conversation.item.retrieve`: for a truncated answer, whose
 heard words only the upstream knows; after a gap (`backfill`), for each item placed but not
-complete; and for each previous item an event names that it never saw.
+complete; and for each previous item an event names that it never saw (placed on record at once,
+so a recorder after it asks again if the answer never came).
 
 It never swallows an exception: malformed input is the protocol's invalid-event change (counted in
 `parley_invalid_events_total`); anything else is a bug and propagates to its caller.
@@ -111,8 +112,25 @@ class Recorder:
         if event.type in PLACING:
             previous = event.get("previous_item_id")
             if isinstance(previous, str) and previous and previous not in self.state and previous not in self._seq:
-                await self._ask(previous, "previous")  # an item this recorder missed
+                await self._bookmark(previous[:MAX_ID], event)
+                await self._ask(previous, "previous")
         return changes
+
+    async def _bookmark(self, missed: str, event: ServerEvent) -> None:
+        """An item this recorder missed (an event names it as the previous one): on record as placed,
+        just before the item that names it, so that if this process dies before the upstream answers
+        the retrieve, whoever takes the call over asks again."""
+        item = event.get("item")
+        naming = item.get("id") if isinstance(item, dict) else event.get("item_id")
+        after = self._seq.get(naming[:MAX_ID]) if isinstance(naming, str) else None
+        if after is None:
+            after = max(self._seq.values(), default=self._base) + 1.0
+        before = max((v for v in self._seq.values() if v < after), default=after - 1.0)
+        self._seq[missed] = (before + after) / 2
+        self._stored[missed] = ("", PENDING)
+        await self._queue(self.store.save_item(self.call_id, ItemRecord(
+            item_id=missed, seq=self._seq[missed], role="system", kind="message", persona=None, text="",
+            status=PENDING)))
 
     def resume(self, items: list[Any]) -> None:
         """Carry on a call already on record (`Store.items(pending=True)`): its items as stored."""
