@@ -268,10 +268,11 @@ class Writer:
         (a call id) are committed in the order they were submitted, so a caller may submit several
         without waiting for each."""
         lane = self._lanes[hash(shard) % len(self._lanes)]
-        if lane.task is None or lane.task.done():
+        loop = asyncio.get_running_loop()
+        if lane.task is None or lane.task.done() or lane.task.get_loop() is not loop:
             lane.wake = asyncio.Event()  # (of this event loop)
-            lane.task = asyncio.create_task(self._run(lane), name="db-writer")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+            lane.task = loop.create_task(self._run(lane), name="db-writer")
+        future: asyncio.Future[T] = loop.create_future()
         lane.queue.append((write, future))
         lane.wake.set()
         return future
