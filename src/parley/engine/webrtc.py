@@ -279,24 +279,56 @@ def set_jitter_buffer(receiver: Any, buffer: JitterBuffer) -> None:
         setattr(receiver, name, buffer)
 
 
-class Call:
+class MediaCall:
+    """What every call the engine carries audio for has (WebRTC here, SIP in `engine.sip.call`): the
+    session, its runner playing the agent's audio on the paced `track`, and the call's own tasks. A
+    call sends the session's events its own way (`_send`) and ends its own way (`close`)."""
+
+    def __init__(self, session: Session, runner_factory: Callable[..., SessionRunner]) -> None:
+        self.session = session
+        self.track = AgentAudioTrack(self._on_drained)
+        self.ended = asyncio.Event()
+        self.end_reason: str | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.runner = runner_factory(session, self._send, playout=self.track)
+        self.runner.listen(self._watch)
+
+    async def _send(self, event: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    async def close(self, reason: str = "hangup") -> None:
+        raise NotImplementedError
+
+    def _watch(self, event: dict[str, Any]) -> None:
+        if event["type"] == "response.done":
+            self.track.finish(event["response"]["id"])
+
+    def _on_drained(self, response_id: str) -> None:
+        self.session.playback_stopped(response_id)
+        self.runner.pump()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _end_with_session(self) -> None:
+        reason = await self.runner.wait_closed()  # e.g. session_expired
+        await self.close(reason or "session_closed")
+
+
+class Call(MediaCall):
     """One WebRTC call: the peer, its session runner, and sideband listeners."""
 
     def __init__(self, session: Session, runner_factory: Callable[..., SessionRunner],
                  on_end: Callable[[Call], None], *, ice_servers: Sequence[IceServer] = (),
                  engine_id: str | None = None) -> None:
         self.id = ids.rtc_call_id(engine_id)  # (an engine in a pool names itself in its calls' ids)
-        self.session = session
         self.pc = peer_connection(ice_servers)
-        self.track = AgentAudioTrack(self._on_drained)
         self._channel: RTCDataChannel | None = None
         self._pending: list[str] = []
         self._on_end = on_end
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self.ended = asyncio.Event()
-        self.end_reason: str | None = None
-        self.runner = runner_factory(session, self._send, playout=self.track)
-        self.runner.listen(self._watch)
+        super().__init__(session, runner_factory)
 
     # -- signalling --------------------------------------------------------------------------
 
@@ -337,10 +369,6 @@ class Call:
         self._spawn(self._end_with_session())
         return with_opus_max_average_bitrate(pc.localDescription.sdp, OPUS_MAX_AVERAGE_BITRATE)
 
-    async def _end_with_session(self) -> None:
-        reason = await self.runner.wait_closed()  # e.g. session_expired
-        await self.close(reason or "session_closed")
-
     async def _connect_deadline(self) -> None:
         await asyncio.sleep(CONNECT_TIMEOUT_S)
         if self.pc.connectionState != "connected":
@@ -363,19 +391,6 @@ class Call:
             channel.send(text)
         except Exception:
             log.warning("dropped a %s event the data channel refused", event["type"], exc_info=True)
-
-    def _watch(self, event: dict[str, Any]) -> None:
-        if event["type"] == "response.done":
-            self.track.finish(event["response"]["id"])
-
-    def _on_drained(self, response_id: str) -> None:
-        self.session.playback_stopped(response_id)
-        self.runner.pump()
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # -- ending ------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """One accepted SIP call: its session runner, and RTP on a UDP socket of its own.
 
-Like a WebRTC call (`engine.webrtc.Call`), it plays the agent through an `AgentAudioTrack` (which
-knows what was heard, for barge-in), here paced in 20 ms G.711 packets, and feeds the caller's
+Like a WebRTC call (both are `engine.webrtc.MediaCall`s), it plays the agent through an
+`AgentAudioTrack` (which knows what was heard, for barge-in), here paced in 20 ms G.711 packets, and feeds the caller's
 audio to the session as it arrives. The rules for the packets are in `media`; this module only
 moves them. It is in `Engine.calls` like a WebRTC call, so the sideband works the same way.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 from parley.engine.runtime import SessionRunner
 from parley.engine.session import Session
-from parley.engine.webrtc import AgentAudioTrack
+from parley.engine.webrtc import MediaCall
 from parley.protocol import events as ev
 
 from .media import FRAME_MS, Addr, Audio, Digit, Dropped, RtpReceiver, RtpSender
@@ -37,24 +37,18 @@ class _RtpProtocol(asyncio.DatagramProtocol):
         log.info("RTP socket error: %s", exc)  # e.g. ICMP port unreachable after the caller left
 
 
-class SipCall:
+class SipCall(MediaCall):
     """An accepted SIP call: the session, its runner, the RTP socket and the agent's paced audio."""
 
     def __init__(self, call_id: str, session: Session, runner_factory: Callable[..., SessionRunner], *,
                  receiver: RtpReceiver, sender: RtpSender, on_end: Callable[[SipCall], None],
                  bye: Callable[[], None], dropped: Counter[str]) -> None:
         self.id = call_id
-        self.session = session
-        self.track = AgentAudioTrack(self._on_drained)
         self.receiver, self.sender = receiver, sender
-        self.ended = asyncio.Event()
-        self.end_reason: str | None = None
         self.dropped = dropped  # shared with the listener: drops by reason, over all calls
         self._on_end, self._bye = on_end, bye
         self._transport: asyncio.DatagramTransport | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self.runner = runner_factory(session, self._send, playout=self.track)
-        self.runner.listen(self._watch)
+        super().__init__(session, runner_factory)
 
     async def open(self, host: str) -> Addr:
         """Bind the RTP socket (a free port on `host`); the local address for the SDP answer."""
@@ -104,23 +98,6 @@ class SipCall:
 
     async def _send(self, _event: dict[str, Any]) -> None:
         """A SIP caller has no event channel: events go to the sideband (the runner's listeners)."""
-
-    def _watch(self, event: dict[str, Any]) -> None:
-        if event["type"] == "response.done":
-            self.track.finish(event["response"]["id"])
-
-    def _on_drained(self, response_id: str) -> None:
-        self.session.playback_stopped(response_id)
-        self.runner.pump()
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _end_with_session(self) -> None:
-        reason = await self.runner.wait_closed()  # e.g. session_expired
-        await self.close(reason or "session_closed")
 
     # -- ending ------------------------------------------------------------------------------
 
