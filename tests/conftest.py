@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from parley.apps.local import local_engine
 from parley.protocol.session import SessionConfig
 from parley.util.serving import serve_app
+from support.cluster import EngineProcess
 from support.services import postgres_database, redis_server
 from support.session import Harness, types
 
@@ -59,3 +61,14 @@ async def database() -> AsyncIterator[str]:
     """A fresh PostgreSQL database (skips, saying why, where no server is reachable)."""
     async with postgres_database() as url:
         yield url
+
+
+@pytest.fixture
+async def engine_process(tmp_path: Path) -> AsyncIterator[EngineProcess]:
+    """A standalone `parley engine` process: the upstream a cluster of servers shares."""
+    proc = EngineProcess(tmp_path / "engine")
+    try:
+        await proc.wait_healthy()
+        yield proc
+    finally:
+        proc.stop()

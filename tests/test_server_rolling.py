@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +32,6 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 CALLS = 5
 
-
-@pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[EngineProcess]:
-    proc = EngineProcess(tmp_path / "engine")
-    try:
-        await proc.wait_healthy()
-        yield proc
-    finally:
-        proc.stop()
 
 
 async def _rows(database: str, ids: list[str]) -> dict[str, Any]:
@@ -60,8 +50,8 @@ async def _turns(peers: list[tuple[RtcPeer, str]], starts: list[int]) -> None:
 
 
 async def test_a_rolling_restart_loses_no_call_and_no_item(tmp_path: Path, database: str, redis_url: str,
-                                                           engine: EngineProcess) -> None:
-    cluster = Cluster(tmp_path, database, redis_url, 3, PARLEY_UPSTREAM="url", PARLEY_UPSTREAM_URL=engine.url,
+                                                           engine_process: EngineProcess) -> None:
+    cluster = Cluster(tmp_path, database, redis_url, 3, PARLEY_UPSTREAM="url", PARLEY_UPSTREAM_URL=engine_process.url,
                       PARLEY_SLOT_LEASE_SECONDS="3", PARLEY_MAX_CONCURRENT_CALLS="10", PARLEY_RATE_LIMIT_BURST="20")
     peers: list[tuple[RtcPeer, str]] = []
     handovers: list[float] = []
@@ -147,8 +137,8 @@ class _Reporter:
 
 
 async def test_a_rolling_restart_hands_a_browser_direct_call_over(tmp_path: Path, database: str, redis_url: str,
-                                                                  engine: EngineProcess) -> None:
-    cluster = Cluster(tmp_path, database, redis_url, 3, PARLEY_UPSTREAM="url", PARLEY_UPSTREAM_URL=engine.url,
+                                                                  engine_process: EngineProcess) -> None:
+    cluster = Cluster(tmp_path, database, redis_url, 3, PARLEY_UPSTREAM="url", PARLEY_UPSTREAM_URL=engine_process.url,
                       PARLEY_SLOT_LEASE_SECONDS="3")
     peer = RtcPeer()
     try:

@@ -12,7 +12,6 @@ transcript has every item the peer saw, in order, once, with words.
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +28,6 @@ LEASE = "3"  # seconds: a dead process's heartbeat lapses within this
 KILLS = 10  # the issue's figure: at least 10, spread over a turn (`support.takeover.POINTS`)
 
 
-@pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[EngineProcess]:
-    proc = EngineProcess(tmp_path / "engine")
-    try:
-        await proc.wait_healthy()
-        yield proc
-    finally:
-        proc.stop()
-
 
 async def _cluster(tmp_path: Path, database: str, redis_url: str, engine: EngineProcess, n: int,
                    **extra: str) -> Cluster:
@@ -52,8 +42,8 @@ async def _cluster(tmp_path: Path, database: str, redis_url: str, engine: Engine
 
 
 async def test_sigkill_of_the_owner_mid_call_loses_no_turn(tmp_path: Path, database: str, redis_url: str,
-                                                           engine: EngineProcess) -> None:
-    cluster = await _cluster(tmp_path, database, redis_url, engine, 3)
+                                                           engine_process: EngineProcess) -> None:
+    cluster = await _cluster(tmp_path, database, redis_url, engine_process, 3)
     try:
         async with httpx.AsyncClient(timeout=60) as c:
             peer, call_id = await start_call(c, cluster.urls[0])
@@ -98,8 +88,8 @@ async def test_sigkill_of_the_owner_mid_call_loses_no_turn(tmp_path: Path, datab
 
 
 async def test_the_duration_cap_holds_after_a_takeover(tmp_path: Path, database: str, redis_url: str,
-                                                       engine: EngineProcess) -> None:
-    cluster = await _cluster(tmp_path, database, redis_url, engine, 2, PARLEY_MAX_CALL_SECONDS="20")
+                                                       engine_process: EngineProcess) -> None:
+    cluster = await _cluster(tmp_path, database, redis_url, engine_process, 2, PARLEY_MAX_CALL_SECONDS="20")
     try:
         async with httpx.AsyncClient(timeout=60) as c:
             peer, call_id = await start_call(c, cluster.urls[0])
@@ -129,11 +119,11 @@ def _series(metrics_text: str, name: str, process: str) -> float:
 
 
 async def test_a_process_that_stalled_past_its_lease_lets_go_of_its_calls(tmp_path: Path, database: str,
-                                                                          redis_url: str, engine: EngineProcess) -> None:
+                                                                          redis_url: str, engine_process: EngineProcess) -> None:
     """Split brain: the owner stops (SIGSTOP) until another process claims its call, then goes on.
     It must let go (not record, cap or answer the call a second time), and the call goes on, stored
     once."""
-    cluster = await _cluster(tmp_path, database, redis_url, engine, 2)
+    cluster = await _cluster(tmp_path, database, redis_url, engine_process, 2)
     try:
         async with httpx.AsyncClient(timeout=60) as c:
             peer, call_id = await start_call(c, cluster.urls[0])
