@@ -580,6 +580,9 @@ def main() -> None:
     parser.add_argument("--latency-only", action="store_true", help="only (c), e.g. to compare two builds interleaved")
     parser.add_argument("--limit", type=int, default=None, help="only the first N utterances (a smoke test)")
     parser.add_argument("--show-errors", action="store_true", help="list tuning clips heard worse than the ceiling")
+    parser.add_argument("--tuning", action="store_true",
+                        help="(a) and (b) on the tuning two-thirds only, per condition, no latency: for tuning decisions")
+    parser.add_argument("--save", type=Path, default=None, help="write each clip's reference, (a) and (b) to this JSON file")
     args = parser.parse_args()
     print(f"machine: {describe()}")
     window = os.environ.get("PARLEY_STT_ENCODER_WINDOW_S", "15 (default)")
@@ -596,7 +599,7 @@ def main() -> None:
     from parley.engine.app import EngineSettings, create_app
     from parley.util.serving import serve_app
 
-    chosen = clips(quick=args.quick, limit=args.limit)
+    chosen = clips(quick=args.quick, limit=args.limit, held_out=False if args.tuning else None)
     turns = args.turns or (8 if args.quick or args.limit else 20)
     clean = [c for c in chosen if c.condition == "clean"]
     timed = random.Random(SEED).sample(clean, min(turns, len(clean)))
@@ -618,6 +621,16 @@ def main() -> None:
         t1 = time.perf_counter()
         realtime = asyncio.run(realtime_pass(url, prepared, args.prompt))
         print(f"(a) realtime in {time.perf_counter() - t1:.0f} s", flush=True)
+        if args.save:
+            args.save.write_text(json.dumps({p.clip.name: {"ref": p.text, "rt": realtime[p.clip.name],
+                                                           "ceil": ceiling[p.clip.name]} for p in prepared}, indent=1))
+        if args.tuning:
+            print()
+            print_table(prepared, realtime, ceiling)
+            if args.show_errors:
+                show_errors(prepared, realtime, ceiling)
+            print(f"\ndone in {time.perf_counter() - t0:.0f} s")
+            return
         t1 = time.perf_counter()
         latencies = [asyncio.run(latency_pass(url, latency_clips, w, args.prompt)) for w in (200, 500)]
         print(f"(c) latency in {time.perf_counter() - t1:.0f} s", flush=True)
