@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/hearing.py            # the full run (~15 min on 2 idle cores)
     .venv/bin/python benchmarks/hearing.py --quick    # every third utterance, fewer latency turns
     .venv/bin/python benchmarks/hearing.py --diagnose # where words are lost (tuning two-thirds only)
+    .venv/bin/python benchmarks/hearing.py --tuning   # (a) and (b) on the tuning two-thirds, per condition
 
 The speech is `hearing_set.py`: 151 utterances (bills, prices and numbers said as words, dates,
 names, plan names; and small talk, questions, hesitations), 12 espeak-ng voices with their own
@@ -37,12 +38,19 @@ Options: `--prompt TEXT` sets the session's `audio.input.transcription.prompt` (
 the same prompt); `--turns N` latency turns per window; `--show-errors` lists the tuning clips
 whose realtime transcript is worse than the ceiling; `--latency-only` runs (c) alone, to compare
 two builds interleaved on a busy machine (`git archive REV src benchmarks | tar -x -C /tmp/rev`,
-then PYTHONPATH=/tmp/rev/src for each in turn); `--limit N` is a smoke test. Engine settings come
-from the environment as usual (e.g. PARLEY_STT_ENCODER_WINDOW_S=full). The WER figures do not
-depend on the machine's load (the same audio always gets the same transcript, but for the rare
-turn whose decoding falls back to sampling); the latency figures do, and so does its run time:
-34-50 minutes measured on two cores shared with three other jobs (load 4-10); by its per-clip
-costs, about 15 minutes on two idle cores (`--quick` is a third of that).
+then PYTHONPATH=/tmp/rev/src for each in turn); `--tuning` runs (a) and (b) on the tuning
+two-thirds only (~4 minutes), the table to make a decision with; `--save FILE` writes each
+clip's reference and transcripts as JSON, to compare two builds clip by clip; `--limit N` is a
+smoke test. Engine settings come from the environment as usual (e.g.
+PARLEY_STT_ENCODER_WINDOW_S=full). The WER figures do not depend on the machine's load: the
+engine's careful pass and the ceiling decode at temperature 0 without a sampled fallback, so the
+same audio always gets the same words. A clip's realtime turn can depend a little on the clips
+streamed before it on the same connection (silero's state carries over; in noise a turn's start
+moves by a VAD frame or two, and whisper tiny.en may then hear other words), so a clip's (a)
+in `--tuning` is not always its (a) in the full run. Noise10's figure moves most that way.
+The latency figures depend on the load, and so does the run time: 34-50 minutes measured on two
+cores shared with three other jobs (load 4-10); by its per-clip costs, about 15 minutes on two
+idle cores (`--quick` is a third of that).
 """
 
 from __future__ import annotations
