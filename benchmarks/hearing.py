@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/hearing.py            # the full run (~15 min on 2 idle cores)
     .venv/bin/python benchmarks/hearing.py --quick    # every third utterance, fewer latency turns
     .venv/bin/python benchmarks/hearing.py --diagnose # where words are lost (tuning two-thirds only)
+    .venv/bin/python benchmarks/hearing.py --tuning   # (a) and (b) on the tuning two-thirds, per condition
 
 The speech is `hearing_set.py`: 151 utterances (bills, prices and numbers said as words, dates,
 names, plan names; and small talk, questions, hesitations), 12 espeak-ng voices with their own
@@ -18,7 +19,8 @@ Side by side on the same audio it reports:
       as fast as the engine takes them: what the engine transcribes does not depend on the pace,
       and the latency pass checks that on its real-time turns);
   (b) ceiling: the same model (whisper tiny.en) offline on the whole clip, full 30 s window,
-      beam 5, the same hallucination guard;
+      beam 5, the same hallucination guard, and the same decoding as the engine's careful pass
+      (temperature 0, no sampled fallback: both sides are deterministic, see ceiling_transcriber);
   (c) turn latency, end of speech in the sent audio -> first `response.output_audio.delta`, for
       clean turns streamed in real time, at silence windows of 200 and 500 ms.
 
@@ -36,12 +38,19 @@ Options: `--prompt TEXT` sets the session's `audio.input.transcription.prompt` (
 the same prompt); `--turns N` latency turns per window; `--show-errors` lists the tuning clips
 whose realtime transcript is worse than the ceiling; `--latency-only` runs (c) alone, to compare
 two builds interleaved on a busy machine (`git archive REV src benchmarks | tar -x -C /tmp/rev`,
-then PYTHONPATH=/tmp/rev/src for each in turn); `--limit N` is a smoke test. Engine settings come
-from the environment as usual (e.g. PARLEY_STT_ENCODER_WINDOW_S=full). The WER figures do not
-depend on the machine's load (the same audio always gets the same transcript, but for the rare
-turn whose decoding falls back to sampling); the latency figures do, and so does its run time:
-34-50 minutes measured on two cores shared with three other jobs (load 4-10); by its per-clip
-costs, about 15 minutes on two idle cores (`--quick` is a third of that).
+then PYTHONPATH=/tmp/rev/src for each in turn); `--tuning` runs (a) and (b) on the tuning
+two-thirds only (~4 minutes), the table to make a decision with; `--save FILE` writes each
+clip's reference and transcripts as JSON, to compare two builds clip by clip; `--limit N` is a
+smoke test. Engine settings come from the environment as usual (e.g.
+PARLEY_STT_ENCODER_WINDOW_S=full). The WER figures do not depend on the machine's load: the
+engine's careful pass and the ceiling decode at temperature 0 without a sampled fallback, so the
+same audio always gets the same words. A clip's realtime turn can depend a little on the clips
+streamed before it on the same connection (silero's state carries over; in noise a turn's start
+moves by a VAD frame or two, and whisper tiny.en may then hear other words), so a clip's (a)
+in `--tuning` is not always its (a) in the full run. Noise10's figure moves most that way.
+The latency figures depend on the load, and so does the run time: 34-50 minutes measured on two
+cores shared with three other jobs (load 4-10); by its per-clip costs, about 15 minutes on two
+idle cores (`--quick` is a third of that).
 """
 
 from __future__ import annotations
@@ -73,7 +82,7 @@ from parley.audio.formats import InputDecoder
 from parley.audio.levels import loud_until
 from parley.audio.pcm import SAMPLE_RATE, FloatArray, float_to_int16, float_to_pcm16, pcm16_to_float
 from parley.audio.resample import StreamResampler, resample
-from parley.engine.speech.stt import STT_RATE, Transcriber, Transcript
+from parley.engine.speech.stt import CAREFUL_TEMPERATURES, STT_RATE, Transcriber, Transcript
 from parley.engine.speech.tts import VoiceSpec, _get_engine
 from parley.engine.speech.wer import edit_distance
 
@@ -261,8 +270,15 @@ def to_16k(pcm24: FloatArray, quality: str = "HQ") -> FloatArray:
 # ---------------------------------------------------------------- (b) the ceiling
 
 
+def ceiling_transcriber() -> Transcriber:
+    """Whisper as trained (the full 30 s window), beam 5, at temperature 0 as the engine's careful
+    pass (no sampled fallback: on the tuning two-thirds it changed no ceiling transcript, and its
+    samples made the ceiling move 0.3-0.7 points between runs on the held-out third)."""
+    return Transcriber(encoder_window_s=None, beam_size=5, temperatures=CAREFUL_TEMPERATURES)
+
+
 def ceiling_pass(prepared: Sequence[Prepared], prompt: str | None) -> dict[str, str]:
-    best = Transcriber(encoder_window_s=None, beam_size=5)
+    best = ceiling_transcriber()
     return {p.clip.name: best.transcribe(to_16k(p.heard), prompt, "en").text for p in prepared}
 
 
@@ -522,8 +538,8 @@ def gated_second_pass(prepared: Sequence[Prepared], results: dict[str, dict[str,
 def diagnose(prepared: Sequence[Prepared], prompt: str | None) -> None:
     assert not any(p.clip.utterance.held_out for p in prepared), "the held-out third is never used for tuning"
     rt = Transcriber(encoder_window_s=15)
-    rt5 = Transcriber(encoder_window_s=15, beam_size=5)
-    best = Transcriber(encoder_window_s=None, beam_size=5)
+    rt5 = Transcriber(encoder_window_s=15, beam_size=5, temperatures=CAREFUL_TEMPERATURES)
+    best = ceiling_transcriber()
     turns = {p.clip.name: capture(p) for p in prepared}
 
     results: dict[str, dict[str, list[Transcript]]] = {}
@@ -540,8 +556,8 @@ def diagnose(prepared: Sequence[Prepared], prompt: str | None) -> None:
     print(f"where the words are lost, on the tuning two-thirds ({len(prepared)} clips), one change at a time:")
     run(AS_IT_RUNS, rt5, lambda p, t: t.jobs)
     run(f"  {QUICK}", rt, lambda p, t: t.jobs)
-    run("  no temperature fallback (greedy only)",
-        Transcriber(encoder_window_s=15, beam_size=5, temperatures=(0.0,)), lambda p, t: t.jobs)
+    run("  with the sampled temperature fallback (0.4)",
+        Transcriber(encoder_window_s=15, beam_size=5, temperatures=(0.0, 0.4)), lambda p, t: t.jobs)
     run("  the committed turn (silence window included)", rt5, lambda p, t: t.committed)
     run("  full 30 s window", best, lambda p, t: t.jobs)
     run("  the whole clip instead of the VAD's turn", rt5, lambda p, t: [p.heard])
@@ -580,6 +596,9 @@ def main() -> None:
     parser.add_argument("--latency-only", action="store_true", help="only (c), e.g. to compare two builds interleaved")
     parser.add_argument("--limit", type=int, default=None, help="only the first N utterances (a smoke test)")
     parser.add_argument("--show-errors", action="store_true", help="list tuning clips heard worse than the ceiling")
+    parser.add_argument("--tuning", action="store_true",
+                        help="(a) and (b) on the tuning two-thirds only, per condition, no latency: for tuning decisions")
+    parser.add_argument("--save", type=Path, default=None, help="write each clip's reference, (a) and (b) to this JSON file")
     args = parser.parse_args()
     print(f"machine: {describe()}")
     window = os.environ.get("PARLEY_STT_ENCODER_WINDOW_S", "15 (default)")
@@ -596,7 +615,7 @@ def main() -> None:
     from parley.engine.app import EngineSettings, create_app
     from parley.util.serving import serve_app
 
-    chosen = clips(quick=args.quick, limit=args.limit)
+    chosen = clips(quick=args.quick, limit=args.limit, held_out=False if args.tuning else None)
     turns = args.turns or (8 if args.quick or args.limit else 20)
     clean = [c for c in chosen if c.condition == "clean"]
     timed = random.Random(SEED).sample(clean, min(turns, len(clean)))
@@ -618,6 +637,16 @@ def main() -> None:
         t1 = time.perf_counter()
         realtime = asyncio.run(realtime_pass(url, prepared, args.prompt))
         print(f"(a) realtime in {time.perf_counter() - t1:.0f} s", flush=True)
+        if args.save:
+            args.save.write_text(json.dumps({p.clip.name: {"ref": p.text, "rt": realtime[p.clip.name],
+                                                           "ceil": ceiling[p.clip.name]} for p in prepared}, indent=1))
+        if args.tuning:
+            print()
+            print_table(prepared, realtime, ceiling)
+            if args.show_errors:
+                show_errors(prepared, realtime, ceiling)
+            print(f"\ndone in {time.perf_counter() - t0:.0f} s")
+            return
         t1 = time.perf_counter()
         latencies = [asyncio.run(latency_pass(url, latency_clips, w, args.prompt)) for w in (200, 500)]
         print(f"(c) latency in {time.perf_counter() - t1:.0f} s", flush=True)

@@ -15,7 +15,7 @@ import pytest
 
 from parley.audio.pcm import SAMPLE_RATE
 from parley.engine.session import VAD_FRAME_MS, Session, Transcribe
-from parley.engine.turns import PAUSE_MS
+from parley.engine.turns import ONSET_LOOKBACK_MS, PAUSE_MS
 from parley.protocol.session import parse_session
 from support.session import FRAME, ScriptedDetector, speech_between
 
@@ -77,6 +77,31 @@ def test_hysteresis_keeps_a_turn_through_a_dip() -> None:
     assert kinds(out).count("input_audio_buffer.speech_started") == 1
     _, stopped = first(out, "input_audio_buffer.speech_stopped")
     assert stopped["audio_end_ms"] > 1600
+
+
+def test_a_word_scored_under_the_threshold_before_the_speech_starts_the_turn() -> None:
+    # "Oh, that's...": silero scores the short first word 0.36-0.42, under the threshold, then a
+    # pause, then the rest. The turn starts at that word, or the STT never hears it.
+    script = lambda t: 0.4 if 320 < t <= 448 else (0.9 if 704 < t <= 1504 else 0.05)  # noqa: E731
+    out, _ = run(script, 2400, SERVER_VAD, loud=lambda t: 320 < t <= 448 or 704 < t <= 1504)
+    assert kinds(out).count("input_audio_buffer.speech_started") == 1
+    _, started = first(out, "input_audio_buffer.speech_started")
+    assert started["audio_start_ms"] == 320 - 100
+    job = next(o for _, o in out if isinstance(o, Transcribe))
+    assert job.audio.size >= (1504 - 220) * SAMPLE_RATE / 1000
+
+
+def test_the_turn_looks_back_only_so_far_and_only_at_maybe_voice() -> None:
+    # the turn's first frame over the threshold begins at 1504 ms. A frame that may be voice
+    # (0.4) more than the look-back before it, and a weaker one (0.3: under threshold - 0.15)
+    # inside it, leave the turn's start there.
+    # (the turn starts on its second frame over the threshold, which ends at 1568 ms: the
+    # look-back holds the frames that end after 568 ms; the last one before ends at 544)
+    early = (1568 - ONSET_LOOKBACK_MS) // VAD_FRAME_MS * VAD_FRAME_MS
+    script = lambda t: 0.4 if t == early else 0.3 if t == 1472 else 0.9 if 1504 < t <= 2600 else 0.05  # noqa: E731
+    out, _ = run(script, 3600, SERVER_VAD, loud=lambda t: 1504 < t <= 2600)
+    _, started = first(out, "input_audio_buffer.speech_started")
+    assert started["audio_start_ms"] == 1504 - 100
 
 
 def test_the_speculative_transcript_starts_inside_the_silence_window() -> None:

@@ -291,3 +291,16 @@ def test_the_quick_pass_says_when_it_is_unsure() -> None:
     quick, careful = stt.default_transcriber(), stt.careful_transcriber()
     assert quick.sure_logprob == stt.SURE_LOGPROB and quick.beam_size == 1
     assert careful.encoder_window_s == quick.encoder_window_s and (careful.beam_size, careful.sure_logprob) == (5, None)
+
+
+@pytest.mark.slow
+def test_the_careful_pass_hears_the_same_audio_the_same_way() -> None:
+    # A repeated word makes whisper's greedy decode repetitive (compression ratio over 2.4),
+    # which is when a sampled temperature fallback would run: its samples differed from one
+    # run to the next. The careful pass does not sample, so its words and scores repeat.
+    audio = stt_input(Transcribe("item", 1, speech_pcm24k(", ".join(["bill"] * 14)), "en", None))
+    careful = stt.careful_transcriber()
+    runs = {tuple((s.text, s.avg_logprob, s.compression_ratio) for s in careful.transcribe(audio).segments)
+            for _ in range(4)}
+    assert len(runs) == 1
+    assert careful.temperatures == stt.CAREFUL_TEMPERATURES == (0.0,)

@@ -56,6 +56,11 @@ def default_cpu_threads() -> int:
 DEFAULT_ENCODER_WINDOW_S = 15.0
 #: Below this average log-probability in a segment, the quick pass is not sure (see careful_transcriber).
 SURE_LOGPROB = -0.5
+#: The careful pass decodes at temperature 0 only, with no sampled fallback: the same audio always
+#: gets the same words, and the pass costs one decode, inside the silence window. On the tuning
+#: two-thirds of benchmarks/hearing.py the fallback changed one transcript (of 202) there, by
+#: chance: whisper's fallback samples (CTranslate2 seeds it once per thread), so two runs differed.
+CAREFUL_TEMPERATURES: Final = (0.0,)
 
 
 def default_encoder_window_s() -> float | None:
@@ -387,7 +392,8 @@ def careful_transcriber() -> Transcriber:
     """
     global _careful
     if _careful is None:
-        _careful = Transcriber(encoder_window_s=default_encoder_window_s(), beam_size=5)
+        _careful = Transcriber(encoder_window_s=default_encoder_window_s(), beam_size=5,
+                               temperatures=CAREFUL_TEMPERATURES)
     return _careful
 
 
