@@ -448,6 +448,30 @@ def print_table(prepared: Sequence[Prepared], realtime: dict[str, str], ceiling:
     row("ALL", list(prepared))
     print("rt: the engine's realtime transcript (a); ceil: offline, full window, beam 5 (b); "
           "gap: rt - ceil in WER points")
+    for label, subset in (("all", list(prepared)), ("held-out", [p for p in prepared if p.clip.utterance.held_out])):
+        low, high = gap_interval(subset, realtime, ceiling)
+        print(f"gap, {label}: 90% interval {low:+.1f} .. {high:+.1f} points (paired bootstrap over utterances)")
+
+
+def gap_interval(subset: Sequence[Prepared], realtime: dict[str, str], ceiling: dict[str, str],
+                 rounds: int = 2000) -> tuple[float, float]:
+    """How far the gap could move with other sentences like these: resample the utterances (each
+    with all its clips: one sentence's conditions are not independent) and take the 5th and 95th
+    percentiles of rt - ceil. A few hundred words make a point of WER only a handful of words."""
+    by_utterance: dict[Any, list[tuple[int, int, int]]] = {}
+    for p in subset:
+        rt, words = errors(p.text, realtime[p.clip.name])
+        best, _ = errors(p.text, ceiling[p.clip.name])
+        by_utterance.setdefault(p.clip.utterance.id, []).append((rt, best, words))
+    groups = [np.array(v).sum(axis=0) for v in by_utterance.values()]
+    if not groups:
+        return (0.0, 0.0)
+    table = np.array(groups)
+    rng = np.random.default_rng(0)
+    picks = rng.integers(0, len(table), size=(rounds, len(table)))
+    sums = table[picks].sum(axis=1)  # rounds x (rt edits, ceil edits, words)
+    gaps = 100 * (sums[:, 0] - sums[:, 1]) / np.maximum(1, sums[:, 2])
+    return float(np.percentile(gaps, 5)), float(np.percentile(gaps, 95))
 
 
 def print_latency(results: Sequence[Latency]) -> None:
