@@ -838,6 +838,9 @@ def test_retrieve_and_delete(make: Callable[..., Harness]) -> None:
     add_item(h, user_text("b", "item_b"))
     out = h.send({"type": "conversation.item.retrieve", "item_id": "item_a"})
     assert types(out) == ["conversation.item.retrieved"] and out[0]["item"] == a
+    assert out[0]["previous_item_id"] is None  # (a Parley extension: where the item is)
+    later = h.send({"type": "conversation.item.retrieve", "item_id": "item_b"})
+    assert later[0]["previous_item_id"] == "item_a"
     err = error_of(h.send({"type": "conversation.item.retrieve", "event_id": "evt_r", "item_id": "item_x"}))
     assert (err["code"], err["param"], err["event_id"]) == ("item_retrieve_invalid_item_id", "item_id", "evt_r")
     out = h.send({"type": "conversation.item.delete", "item_id": "item_a"})

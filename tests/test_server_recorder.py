@@ -150,3 +150,36 @@ async def test_a_missed_previous_item_is_on_record_so_a_successor_asks_for_it(tm
             ("item_1", "assistant", "Hi, this is Sarah."), ("item_2", "user", "hello")]
     finally:
         await store.close()
+
+
+async def test_a_gap_of_several_items_is_walked_back_when_retrieved_items_name_their_previous(tmp_path: Path) -> None:
+    """Parley's engine names a retrieved item's previous one (OpenAI's does not): a recorder that
+    missed a user turn and its whole answer asks for each in turn, and stores both in order."""
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'walk.db'}")
+    await store.start()
+    sent: list[str] = []
+
+    async def send(event: dict[str, Any]) -> None:
+        sent.append(event["item_id"])
+
+    try:
+        await store.create_call(id="call_w", user_id="u", kind="server", persona="negotiator/sarah",
+                                persona_name="Sarah", model="gpt-realtime")
+        r = Recorder(store, "call_w", persona="negotiator/sarah", model="gpt-realtime", transcription_model="whisper-1",
+                     prices=DEFAULT_TABLE, metrics=Metrics(), send=send)
+        first = items.message("item_1", "user", [items.input_text("my bill is too high")])
+        await r.handle(ev.conversation_item_done(first, None))
+        # a gap: item_2 (user) and item_3 (its answer) were said while nobody listened
+        later = items.message("item_4", "user", [items.input_text("thanks")])
+        await r.handle(ev.conversation_item_done(later, "item_3"))
+        answer = items.message("item_3", "assistant", [{"type": "output_text", "text": "I can offer $80."}])
+        await r.handle({**ev.conversation_item_retrieved(answer), "previous_item_id": "item_2"})
+        asked = items.message("item_2", "user", [items.input_text("can you lower it")])
+        await r.handle({**ev.conversation_item_retrieved(asked), "previous_item_id": "item_1"})
+        await r.flush()
+        assert sent == ["item_3", "item_2"]
+        assert [(i.item_id, i.text) for i in await store.items("call_w")] == [
+            ("item_1", "my bill is too high"), ("item_2", "can you lower it"), ("item_3", "I can offer $80."),
+            ("item_4", "thanks")]
+    finally:
+        await store.close()

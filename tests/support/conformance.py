@@ -26,6 +26,9 @@ Deliberate widenings, where the SDK models disagree with what the server sends (
 * beta usage: `input_token_details.cached_tokens_details` (text/audio), which beta servers sent
   though the beta SDK type lacks it (docs/protocol.md, section 3.4).
 
+Parley's own extensions (keys the engine adds that the SDK does not declare, each in `EXTENSIONS`
+and docs/protocol.md): `previous_item_id` on `conversation.item.retrieved`.
+
 Examples of every GA server event and client event, built with parley.protocol, are at the end
 (`server_event_examples()`, `client_event_examples()`, ...), for any test to reuse.
 
@@ -192,6 +195,13 @@ FIELD_WIDENINGS: dict[tuple[type[pydantic.BaseModel], str], Any] = {
         _beta_transcription_updated.TranscriptionSession, _BetaTranscriptionSessionResource],
     (_beta_usage.RealtimeResponseUsage, "input_token_details"): _BetaInputTokenDetails | None,
 }
+# (model, key) -> annotation: keys Parley's engine adds that the SDK's model does not declare (its
+# own extensions, each documented in docs/protocol.md; clients ignore them).
+EXTENSIONS: dict[tuple[type[pydantic.BaseModel], str], Any] = {
+    # A retrieved item names its previous one, so a recorder can walk back through a gap.
+    (_ga_server.ConversationItemRetrieved, "previous_item_id"): str | None,
+    (_beta_server.ConversationItemRetrieved, "previous_item_id"): str | None,
+}
 # The event models with a widened field, for the SDK's own validation step (nested widenings
 # need none: the SDK models accept the extra keys there).
 _VALIDATORS: dict[type[pydantic.BaseModel], type[pydantic.BaseModel]] = {
@@ -351,7 +361,8 @@ def _check_model(value: Any, model: type[pydantic.BaseModel], path: str) -> None
     if not isinstance(value, dict):
         raise ConformanceError(f"{path or '<root>'}: expected a {model.__name__} object, got {value!r}")
     declared = _declared(model)
-    unknown = sorted(set(value) - set(declared))
+    extended = {key: ann for (m, key), ann in EXTENSIONS.items() if m is model}
+    unknown = sorted(set(value) - set(declared) - set(extended))
     if unknown:
         raise ConformanceError(
             f"{path or '<root>'}: {model.__name__} does not declare {', '.join(map(repr, unknown))} "
@@ -364,6 +375,9 @@ def _check_model(value: Any, model: type[pydantic.BaseModel], path: str) -> None
             continue
         ann = FIELD_WIDENINGS.get((model, key))
         check_value(value[key], ann if ann is not None else _field_annotation(field), _path(path, key))
+    for key, ann in extended.items():
+        if key in value:
+            check_value(value[key], ann, _path(path, key))
 
 
 def _check_json(event: Any) -> None:

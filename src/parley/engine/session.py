@@ -287,7 +287,10 @@ class Session(SessionInput, SessionResponses):
             for part in full.get("content", []):
                 if part["type"] in ("input_audio", "output_audio"):
                     part["audio"] = data
-        self._emit(ev.conversation_item_retrieved(full))
+        # A Parley extension: OpenAI's event names no previous item. With it a recorder that missed
+        # several items in a row (a process killed in a gap) walks back through them.
+        previous = self._previous(item_id) if item_id in self._order else None
+        self._emit({**ev.conversation_item_retrieved(full), "previous_item_id": previous})
 
     def _delete(self, item_id: str) -> None:
         if item_id not in self._items:

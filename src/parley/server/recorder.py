@@ -48,8 +48,10 @@ MAX_TEXT = 20_000
 MAX_ID = 128
 MAX_UNCOMMITTED = 32  # a call's transcript writes queued and not yet committed, before its events wait
 PENDING = "pending"  # a placed item whose words have not arrived (hidden from the transcript)
-# Events that name an item's previous item.
-PLACING = frozenset({"conversation.item.added", "conversation.item.done", "input_audio_buffer.committed"})
+# Events that name an item's previous item (a retrieved item does on Parley's engine, not on OpenAI:
+# it lets a recorder walk back through a gap of several items).
+PLACING = frozenset({"conversation.item.added", "conversation.item.done", "input_audio_buffer.committed",
+                     "conversation.item.retrieved"})
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
