@@ -1,9 +1,10 @@
 """Storage: calls, transcript items, usage. SQLAlchemy 2 async; SQLite by default, PostgreSQL by URL.
 
-Every write is committed before its method returns: a transcript item is durable the moment it
-completes, so killing the process loses nothing already complete (SQLite runs in WAL mode, which
-keeps committed transactions across a crash of the process). The writes of all calls share
-transactions (group commit, `parley.server.writer`).
+A write's method returns once it is committed; the transcript writes (`save_item`, `update_item`,
+`delete_item`) are queued at once and return a future, done when committed, so a recorder need not
+wait for each (a call's writes are committed in order). What is committed survives a crash of the
+process (SQLite runs in WAL mode). The writes of all calls share transactions (group commit,
+`parley.server.writer`).
 The schema is created and migrated on start by Alembic (`migrate()`, migrations in
 `parley/server/migrations`).
 """

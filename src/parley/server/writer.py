@@ -4,9 +4,9 @@ A server holding hundreds of calls writes an item or a usage record for one of t
 milliseconds. Each as its own transaction (BEGIN, the statement, COMMIT, and on SQLite a hop to the
 driver's thread for each) made the database the ceiling on how many calls one process can record.
 Here the writes queue up while a batch is being committed, and the next batch takes all of them in
-one transaction. Each caller still awaits its own write's commit, so "committed before the method
-returns" holds; the batch only shares the cost. When the queue is empty a write is committed at
-once: there is no timer and no added wait.
+one transaction. A caller awaits its own write's commit (`write`), or queues it and goes on
+(`submit`: a call's writes are committed in the order they were queued); the batch only shares the
+cost. When the queue is empty a write is committed at once: there is no timer and no added wait.
 
 One failing write must not take the others down: when a batch fails, it is rolled back and each of
 its writes is run again alone, in its own transaction, so each caller gets its own result or error.
