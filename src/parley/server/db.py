@@ -240,8 +240,8 @@ def _just(statement: Any) -> Callable[[Connection], None]:
 
 
 class Store:
-    """Reads on the async engine's pool; every write through the one `Writer` (group commit), each
-    committed before its method returns."""
+    """Reads on the async engine's pool; every write through the one `Writer` (group commit, see
+    the module for which are awaited and which queued)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
