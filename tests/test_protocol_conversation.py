@@ -172,13 +172,16 @@ def test_a_reader_that_missed_events_fills_the_gap_by_retrieving() -> None:
     late = ConversationState()
     apply_all(late, *d.events[:gap], *d.events[back:])
     assert late[user1.id].text == "" and answer2 is not None and answer2.id not in late
-    # the engine answers a retrieve as OpenAI does: the item only, with its audio and transcript
+    # the engine answers a retrieve as OpenAI does: the item, with its audio and transcript (and, a
+    # Parley extension the reader leaves to the recorder, the item's previous one)
     mark = len(d.events)
     d.send({"type": "conversation.item.retrieve", "item_id": user1.id})
     d.send({"type": "conversation.item.retrieve", "item_id": answer2.id})
     retrieved = d.events[mark:]
     assert [e["type"] for e in retrieved] == ["conversation.item.retrieved"] * 2
-    assert all(set(e) == {"type", "event_id", "item"} for e in retrieved)
+    assert all(set(e) == {"type", "event_id", "item", "previous_item_id"} for e in retrieved)
+    assert retrieved[1]["previous_item_id"] == d.state.ids[d.state.ids.index(answer2.id) - 1]
+    retrieved = [{k: v for k, v in e.items() if k != "previous_item_id"} for e in retrieved]  # as OpenAI's
     part = retrieved[0]["item"]["content"][0]
     assert part["type"] == "input_audio" and part["transcript"] == "What is the weather like in Paris today?"
     assert part["audio"]
