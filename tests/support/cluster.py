@@ -38,6 +38,7 @@ class Cluster:
         self.tmp_path, self.database, self.redis_url, self.extra = tmp_path, database, redis_url, extra
         self.procs: list[subprocess.Popen[bytes]] = []
         self.urls: list[str] = []
+        self.logs: list[Path] = []  # each process's stderr (a file: a pipe nobody reads fills and blocks it)
         for _ in range(n):
             self.spawn()
 
@@ -48,11 +49,17 @@ class Cluster:
         data_dir.mkdir()
         port = free_port()
         self.urls.append(f"http://127.0.0.1:{port}")
-        self.procs.append(subprocess.Popen(
-            [*command(), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=serve_env(data_dir, self.database, self.redis_url, **self.extra), cwd=data_dir,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        self.logs.append(data_dir / "stderr.log")
+        with self.logs[-1].open("wb") as log:
+            self.procs.append(subprocess.Popen(
+                [*command(), "serve", "--host", "127.0.0.1", "--port", str(port)],
+                env=serve_env(data_dir, self.database, self.redis_url, **self.extra), cwd=data_dir,
+                stdout=subprocess.DEVNULL, stderr=log))
         return i
+
+    def tail(self, i: int) -> str:
+        """The end of process i's stderr (for an assertion's message)."""
+        return _tail(self.logs[i])
 
     def by_pid(self, pid: int) -> int:
         return next(i for i, p in enumerate(self.procs) if p.pid == pid)
@@ -60,12 +67,12 @@ class Cluster:
     async def wait_healthy(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=2) as c:
-            for url, proc in zip(self.urls, self.procs, strict=True):
+            for url, proc, log in zip(self.urls, self.procs, self.logs, strict=True):
                 if proc.returncode is not None:
                     continue  # (one the test killed)
                 while True:
                     if proc.poll() is not None:
-                        raise RuntimeError(f"parley serve exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+                        raise RuntimeError(f"parley serve exited: {_tail(log)}")
                     try:
                         if (await c.get(f"{url}/healthz")).status_code == 200:
                             break
@@ -77,6 +84,10 @@ class Cluster:
 
     def stop(self) -> None:
         stop_all(self.procs)
+
+
+def _tail(log: Path, size: int = 4000) -> str:
+    return log.read_text(errors="replace")[-size:] if log.exists() else ""
 
 
 def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -104,16 +115,18 @@ class EngineProcess:
         if "PARLEY_ENGINE_REDIS_URL" in extra:
             env.setdefault("PARLEY_ENGINE_POOL_URL", self.url)  # where servers reach it
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen([*command(), "engine", "--host", "127.0.0.1", "--port", str(self.port),
-                                      "--log-level", "warning"], env=env, cwd=data_dir,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.log = data_dir / "stderr.log"
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen([*command(), "engine", "--host", "127.0.0.1", "--port", str(self.port),
+                                          "--log-level", "warning"], env=env, cwd=data_dir,
+                                         stdout=subprocess.DEVNULL, stderr=log)
 
     async def wait_healthy(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=2) as c:
             while True:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"parley engine exited: {self.proc.stderr.read().decode() if self.proc.stderr else ''}")
+                    raise RuntimeError(f"parley engine exited: {_tail(self.log)}")
                 try:
                     if (await c.get(f"{self.url}/realtime/healthz")).status_code == 200:
                         return
