@@ -385,10 +385,6 @@ class Store:
                                    .order_by(Call.created_at.desc(), Call.id).limit(limit).offset(offset))
             return list(rows)
 
-    async def day_cost(self, user_id: str) -> float:
-        """What the user's calls cost since midnight UTC."""
-        return sum((await self.day_costs_by_call(user_id)).values())
-
     async def day_costs_by_call(self, user_id: str) -> dict[str, float]:
         """Each of the user's calls since midnight UTC, with its cost."""
         async with self.sessions() as s:

@@ -254,7 +254,6 @@ class Writer:
     def __init__(self, committer: Committer, lanes: int = 1) -> None:
         self.committer = committer
         self.batches = 0
-        self.writes = 0
         self.on_batch: Callable[[int, float], None] | None = None  # (writes, seconds) after each commit
         self._lanes = [_Lane() for _ in range(max(1, lanes))]
         self._closing = False
@@ -289,7 +288,6 @@ class Writer:
                 except Exception as exc:  # the database itself failed (down, locked): every caller hears
                     results = [(False, exc)] * len(batch)
                 self.batches += 1
-                self.writes += len(batch)
                 if self.on_batch is not None:
                     self.on_batch(len(batch), time.perf_counter() - began)
                 for (_, future), (ok, value) in zip(batch, results, strict=True):
