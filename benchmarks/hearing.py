@@ -2,15 +2,17 @@
 
     .venv/bin/python benchmarks/hearing.py            # the full run (~15 min on 2 idle cores)
     .venv/bin/python benchmarks/hearing.py --quick    # every third utterance, fewer latency turns
-    .venv/bin/python benchmarks/hearing.py --diagnose # where words are lost (tuning two-thirds only)
-    .venv/bin/python benchmarks/hearing.py --tuning   # (a) and (b) on the tuning two-thirds, per condition
+    .venv/bin/python benchmarks/hearing.py --diagnose # where words are lost (tuning set only)
+    .venv/bin/python benchmarks/hearing.py --tuning   # (a) and (b) on the tuning set, per condition
+    .venv/bin/python benchmarks/hearing.py --held-out # (a) and (b) on the held-out set only: the figure that counts
 
-The speech is `hearing_set.py`: 151 utterances (bills, prices and numbers said as words, dates,
+The speech is `hearing_set.py`: 301 utterances (bills, prices and numbers said as words, dates,
 names, plan names; and small talk, questions, hesitations), 12 espeak-ng voices with their own
 speed and pitch, each utterance heard clean and in one of: pink noise at 20 or 10 dB SNR, Opus at
 32 kbps (Chrome's rate) through the engine's own WebRTC microphone path, G.711 mu-law (8 kHz, the
-session's `audio/pcmu` input format). A fixed, seeded third of the utterances is HELD OUT: it is
-never used for a tuning decision (`--diagnose` refuses to look at it); only the final table shows it.
+session's `audio/pcmu` input format). 200 of the utterances are HELD OUT (a seeded third of the
+first 151, and the 150 written after the tuning): they are never used for a tuning decision
+(`--diagnose` refuses to look at them); only the final table shows them.
 
 Side by side on the same audio it reports:
   (a) realtime: the transcript a client gets from the engine, i.e. the
@@ -39,9 +41,9 @@ the same prompt); `--turns N` latency turns per window; `--show-errors` lists th
 whose realtime transcript is worse than the ceiling; `--latency-only` runs (c) alone, to compare
 two builds interleaved on a busy machine (`git archive REV src benchmarks | tar -x -C /tmp/rev`,
 then PYTHONPATH=/tmp/rev/src for each in turn); `--tuning` runs (a) and (b) on the tuning
-two-thirds only (~4 minutes), the table to make a decision with; `--save FILE` writes each
-clip's reference and transcripts as JSON, to compare two builds clip by clip; `--limit N` is a
-smoke test. Engine settings come from the environment as usual (e.g.
+set only (~4 minutes), the table to make a decision with; `--held-out` the held-out set only
+(the figure that counts, without latency); `--save FILE` writes each clip's reference and
+transcripts as JSON, to compare two builds clip by clip; `--limit N` is a smoke test. Engine settings come from the environment as usual (e.g.
 PARLEY_STT_ENCODER_WINDOW_S=full). The WER figures do not depend on the machine's load: the
 engine's careful pass and the ceiling decode at temperature 0 without a sampled fallback, so the
 same audio always gets the same words. A clip's realtime turn can depend a little on the clips
@@ -272,8 +274,8 @@ def to_16k(pcm24: FloatArray, quality: str = "HQ") -> FloatArray:
 
 def ceiling_transcriber() -> Transcriber:
     """Whisper as trained (the full 30 s window), beam 5, at temperature 0 as the engine's careful
-    pass (no sampled fallback: on the tuning two-thirds it changed no ceiling transcript, and its
-    samples made the ceiling move 0.3-0.7 points between runs on the held-out third)."""
+    pass (no sampled fallback: on the tuning set it changed no ceiling transcript, and its
+    samples made the ceiling move 0.3-0.7 points between runs on batch 1's held-out third)."""
     return Transcriber(encoder_window_s=None, beam_size=5, temperatures=CAREFUL_TEMPERATURES)
 
 
@@ -438,7 +440,7 @@ def print_table(prepared: Sequence[Prepared], realtime: dict[str, str], ceiling:
         words = sum(len(normalize(p.text)) for p in group)
         print(f"{label:10s} {len(group):4d} {words:5d}   {cells[0]}   {cells[1]}")
 
-    print(f"{'':10s} {'':4s} {'':5s}   {'all':^20s}   {'held-out third':^20s}")
+    print(f"{'':10s} {'':4s} {'':5s}   {'all':^20s}   {'held-out':^20s}")
     print(f"{'condition':10s} {'clips':>4s} {'words':>5s}   {'rt':>6s} {'ceil':>6s} {'gap':>5s}   "
           f"{'rt':>6s} {'ceil':>6s} {'gap':>5s}")
     for cond in CONDITIONS:
@@ -448,9 +450,17 @@ def print_table(prepared: Sequence[Prepared], realtime: dict[str, str], ceiling:
     row("ALL", list(prepared))
     print("rt: the engine's realtime transcript (a); ceil: offline, full window, beam 5 (b); "
           "gap: rt - ceil in WER points")
-    for label, subset in (("all", list(prepared)), ("held-out", [p for p in prepared if p.clip.utterance.held_out])):
+    held = [p for p in prepared if p.clip.utterance.held_out]
+    for label, subset in (("all", list(prepared)), ("held-out", held),
+                          ("held-out, batch 1", [p for p in held if p.clip.utterance.batch == 1]),
+                          ("held-out, batch 2", [p for p in held if p.clip.utterance.batch == 2])):
+        if not subset:
+            continue
+        rt = wer_of((p.text, realtime[p.clip.name]) for p in subset)
+        best = wer_of((p.text, ceiling[p.clip.name]) for p in subset)
         low, high = gap_interval(subset, realtime, ceiling)
-        print(f"gap, {label}: 90% interval {low:+.1f} .. {high:+.1f} points (paired bootstrap over utterances)")
+        print(f"gap, {label} ({len(subset)} clips): {100 * (rt - best):+.1f} points, "
+              f"90% interval {low:+.1f} .. {high:+.1f} (paired bootstrap over utterances)")
 
 
 def gap_interval(subset: Sequence[Prepared], realtime: dict[str, str], ceiling: dict[str, str],
@@ -560,7 +570,7 @@ def gated_second_pass(prepared: Sequence[Prepared], results: dict[str, dict[str,
 
 
 def diagnose(prepared: Sequence[Prepared], prompt: str | None) -> None:
-    assert not any(p.clip.utterance.held_out for p in prepared), "the held-out third is never used for tuning"
+    assert not any(p.clip.utterance.held_out for p in prepared), "the held-out set is never used for tuning"
     rt = Transcriber(encoder_window_s=15)
     rt5 = Transcriber(encoder_window_s=15, beam_size=5, temperatures=CAREFUL_TEMPERATURES)
     best = ceiling_transcriber()
@@ -577,7 +587,7 @@ def diagnose(prepared: Sequence[Prepared], prompt: str | None) -> None:
         figure = wer_of((p.text, " ".join(r.text for r in got[p.clip.name])) for p in prepared)
         print(f"  {label:58s} {figure:6.1%}  ({time.perf_counter() - t0:4.0f} s)", flush=True)
 
-    print(f"where the words are lost, on the tuning two-thirds ({len(prepared)} clips), one change at a time:")
+    print(f"where the words are lost, on the tuning set ({len(prepared)} clips), one change at a time:")
     run(AS_IT_RUNS, rt5, lambda p, t: t.jobs)
     run(f"  {QUICK}", rt, lambda p, t: t.jobs)
     run("  with the sampled temperature fallback (0.4)",
@@ -614,14 +624,16 @@ def diagnose(prepared: Sequence[Prepared], prompt: str | None) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="every third utterance, 8 latency turns per window")
-    parser.add_argument("--diagnose", action="store_true", help="where words are lost (tuning two-thirds only)")
+    parser.add_argument("--diagnose", action="store_true", help="where words are lost (tuning set only)")
     parser.add_argument("--prompt", default=None, help="the session's audio.input.transcription.prompt")
     parser.add_argument("--turns", type=int, default=None, help="latency turns per silence window (default 20)")
     parser.add_argument("--latency-only", action="store_true", help="only (c), e.g. to compare two builds interleaved")
     parser.add_argument("--limit", type=int, default=None, help="only the first N utterances (a smoke test)")
     parser.add_argument("--show-errors", action="store_true", help="list tuning clips heard worse than the ceiling")
     parser.add_argument("--tuning", action="store_true",
-                        help="(a) and (b) on the tuning two-thirds only, per condition, no latency: for tuning decisions")
+                        help="(a) and (b) on the tuning set only, per condition, no latency: for tuning decisions")
+    parser.add_argument("--held-out", action="store_true",
+                        help="(a) and (b) on the held-out set only, no latency: the figure that counts")
     parser.add_argument("--save", type=Path, default=None, help="write each clip's reference, (a) and (b) to this JSON file")
     args = parser.parse_args()
     print(f"machine: {describe()}")
@@ -639,7 +651,8 @@ def main() -> None:
     from parley.engine.app import EngineSettings, create_app
     from parley.util.serving import serve_app
 
-    chosen = clips(quick=args.quick, limit=args.limit, held_out=False if args.tuning else None)
+    chosen = clips(quick=args.quick, limit=args.limit,
+                   held_out=False if args.tuning else True if args.held_out else None)
     turns = args.turns or (8 if args.quick or args.limit else 20)
     clean = [c for c in chosen if c.condition == "clean"]
     timed = random.Random(SEED).sample(clean, min(turns, len(clean)))
@@ -664,7 +677,7 @@ def main() -> None:
         if args.save:
             args.save.write_text(json.dumps({p.clip.name: {"ref": p.text, "rt": realtime[p.clip.name],
                                                            "ceil": ceiling[p.clip.name]} for p in prepared}, indent=1))
-        if args.tuning:
+        if args.tuning or args.held_out:
             print()
             print_table(prepared, realtime, ceiling)
             if args.show_errors:
