@@ -1,6 +1,6 @@
 """Hearing: how well the engine hears speech it was not tuned to, next to what its model can do.
 
-    .venv/bin/python benchmarks/hearing.py            # the full run (~15 min on 2 idle cores)
+    .venv/bin/python benchmarks/hearing.py            # the full run (~30 min on 2 cores)
     .venv/bin/python benchmarks/hearing.py --quick    # every third utterance, fewer latency turns
     .venv/bin/python benchmarks/hearing.py --diagnose # where words are lost (tuning set only)
     .venv/bin/python benchmarks/hearing.py --tuning   # (a) and (b) on the tuning set, per condition
@@ -50,9 +50,9 @@ same audio always gets the same words. A clip's realtime turn can depend a littl
 streamed before it on the same connection (silero's state carries over; in noise a turn's start
 moves by a VAD frame or two, and whisper tiny.en may then hear other words), so a clip's (a)
 in `--tuning` is not always its (a) in the full run. Noise10's figure moves most that way.
-The latency figures depend on the load, and so does the run time: 34-50 minutes measured on two
-cores shared with three other jobs (load 4-10); by its per-clip costs, about 15 minutes on two
-idle cores (`--quick` is a third of that).
+The latency figures depend on the load, and so does the run time: `--held-out` (400 clips) took
+17 minutes on two cores at load 1-3, so the full run (602 clips and the latency turns) takes about
+half an hour (`--quick` is a third of that).
 """
 
 from __future__ import annotations
