@@ -405,23 +405,25 @@ class Clip:
         return f"u{self.utterance.id:03d}-{self.condition}"
 
 
+def _spread(n: int, rng: random.Random) -> tuple[list[Voice], list[Condition]]:
+    """A voice and a degraded condition for each of n utterances, each used about equally often."""
+    voices = [VOICES[i % len(VOICES)] for i in range(n)]
+    rng.shuffle(voices)
+    degraded = [DEGRADED[i % len(DEGRADED)] for i in range(n)]
+    rng.shuffle(degraded)
+    return voices, degraded
+
+
 def utterances() -> list[Utterance]:
     """Every utterance, with its voice, degraded condition and split (fixed by SEED): batch 1 with
     its held-out third as it always was, then batch 2, held out whole."""
     texts: list[tuple[str, Kind]] = [(t, "domain") for t in DOMAIN] + [(t, "other") for t in OTHER]
     rng = random.Random(SEED)
     held = set(rng.sample(range(len(texts)), len(texts) // 3))
-    voices = [VOICES[i % len(VOICES)] for i in range(len(texts))]
-    rng.shuffle(voices)
-    degraded = [DEGRADED[i % len(DEGRADED)] for i in range(len(texts))]
-    rng.shuffle(degraded)
+    voices, degraded = _spread(len(texts), rng)
     out = [Utterance(i, text, kind, voices[i], degraded[i], i in held) for i, (text, kind) in enumerate(texts)]
     texts = [(t, "domain") for t in DOMAIN_2] + [(t, "other") for t in OTHER_2]
-    rng = random.Random(SEED + 1)
-    voices = [VOICES[i % len(VOICES)] for i in range(len(texts))]
-    rng.shuffle(voices)
-    degraded = [DEGRADED[i % len(DEGRADED)] for i in range(len(texts))]
-    rng.shuffle(degraded)
+    voices, degraded = _spread(len(texts), random.Random(SEED + 1))
     first = len(out)
     return out + [Utterance(first + i, text, kind, voices[i], degraded[i], True, batch=2)
                   for i, (text, kind) in enumerate(texts)]
