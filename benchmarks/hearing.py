@@ -43,8 +43,10 @@ two builds interleaved on a busy machine (`git archive REV src benchmarks | tar 
 then PYTHONPATH=/tmp/rev/src for each in turn); `--tuning` runs (a) and (b) on the tuning
 set only (~4 minutes), the table to make a decision with; `--held-out` the held-out set only
 (the figure that counts, without latency); `--save FILE` writes each clip's reference and
-transcripts as JSON, to compare two builds clip by clip; `--limit N` is a smoke test. Engine settings come from the environment as usual (e.g.
-PARLEY_STT_ENCODER_WINDOW_S=full). The WER figures do not depend on the machine's load: the
+transcripts as JSON, to compare two builds clip by clip; `--limit N` is a smoke test. Engine
+settings come from the environment as usual (e.g. PARLEY_STT_ENCODER_WINDOW_S=full). The latency
+turns are a seeded sample of every clean clip, so they changed with batch 2: compare builds on
+the same set, not with figures from before it. The WER figures do not depend on the machine's load: the
 engine's careful pass and the ceiling decode at temperature 0 without a sampled fallback, so the
 same audio always gets the same words. A clip's realtime turn can depend a little on the clips
 streamed before it on the same connection (silero's state carries over; in noise a turn's start
