@@ -456,20 +456,18 @@ def print_table(prepared: Sequence[Prepared], realtime: dict[str, str], ceiling:
     for label, subset in (("all", list(prepared)), ("held-out", held),
                           ("held-out, batch 1", [p for p in held if p.clip.utterance.batch == 1]),
                           ("held-out, batch 2", [p for p in held if p.clip.utterance.batch == 2])):
-        if not subset:
-            continue
-        rt = wer_of((p.text, realtime[p.clip.name]) for p in subset)
-        best = wer_of((p.text, ceiling[p.clip.name]) for p in subset)
-        low, high = gap_interval(subset, realtime, ceiling)
-        print(f"gap, {label} ({len(subset)} clips): {100 * (rt - best):+.1f} points, "
-              f"90% interval {low:+.1f} .. {high:+.1f} (paired bootstrap over utterances)")
+        if subset:
+            gap, low, high = gap_interval(subset, realtime, ceiling)
+            print(f"gap, {label} ({len(subset)} clips): {gap:+.1f} points, "
+                  f"90% interval {low:+.1f} .. {high:+.1f} (paired bootstrap over utterances)")
 
 
 def gap_interval(subset: Sequence[Prepared], realtime: dict[str, str], ceiling: dict[str, str],
-                 rounds: int = 2000) -> tuple[float, float]:
-    """How far the gap could move with other sentences like these: resample the utterances (each
-    with all its clips: one sentence's conditions are not independent) and take the 5th and 95th
-    percentiles of rt - ceil. A few hundred words make a point of WER only a handful of words."""
+                 rounds: int = 2000) -> tuple[float, float, float]:
+    """The gap, rt - ceil in points, and how far it could move with other sentences like these:
+    resample the utterances (each with all its clips: one sentence's conditions are not
+    independent) and take the 5th and 95th percentiles. A few hundred words make a point of WER
+    only a handful of words."""
     by_utterance: dict[Any, list[tuple[int, int, int]]] = {}
     for p in subset:
         rt, words = errors(p.text, realtime[p.clip.name])
@@ -477,13 +475,15 @@ def gap_interval(subset: Sequence[Prepared], realtime: dict[str, str], ceiling: 
         by_utterance.setdefault(p.clip.utterance.id, []).append((rt, best, words))
     groups = [np.array(v).sum(axis=0) for v in by_utterance.values()]
     if not groups:
-        return (0.0, 0.0)
+        return (0.0, 0.0, 0.0)
     table = np.array(groups)
     rng = np.random.default_rng(0)
     picks = rng.integers(0, len(table), size=(rounds, len(table)))
     sums = table[picks].sum(axis=1)  # rounds x (rt edits, ceil edits, words)
     gaps = 100 * (sums[:, 0] - sums[:, 1]) / np.maximum(1, sums[:, 2])
-    return float(np.percentile(gaps, 5)), float(np.percentile(gaps, 95))
+    total = table.sum(axis=0)
+    gap = 100 * (total[0] - total[1]) / max(1, total[2])
+    return float(gap), float(np.percentile(gaps, 5)), float(np.percentile(gaps, 95))
 
 
 def print_latency(results: Sequence[Latency]) -> None:

@@ -6,7 +6,7 @@ tuned to. THE HELD-OUT UTTERANCES (`held_out=True`) MUST NEVER BE USED FOR A TUN
 the tuning set to find where words are lost and to choose a fix, then report the held-out set
 once, as the figure that counts. Batch 1 (151 utterances) keeps a seeded third held out; batch 2
 (150 utterances, written after the tuning) is held out whole, so 200 of 301 utterances are held
-out: enough words (~2,200) for the held-out gap to be read to about a point.
+out: enough words (2,910) for the held-out gap to be read to about a point.
 
 Everything is fixed by `SEED`: which utterances are held out, which voice speaks each one and which
 degraded condition it is also heard in. Every utterance is heard clean and in one of the degraded
