@@ -19,7 +19,8 @@ Side by side on the same audio it reports:
       `conversation.item.input_audio_transcription.completed` events of the server_vad turns, over
       the engine's WebSocket with the official openai SDK (the clips are streamed in 20 ms appends
       as fast as the engine takes them: what the engine transcribes does not depend on the pace,
-      and the latency pass checks that on its real-time turns);
+      and the latency pass checks that on its real-time turns; it depends on the machine, see
+      below);
   (b) ceiling: the same model (whisper tiny.en) offline on the whole clip, full 30 s window,
       beam 5, the same hallucination guard, and the same decoding as the engine's careful pass
       (temperature 0, no sampled fallback: both sides are deterministic, see ceiling_transcriber);
@@ -46,9 +47,11 @@ set only (~4 minutes), the table to make a decision with; `--held-out` the held-
 transcripts as JSON, to compare two builds clip by clip; `--limit N` is a smoke test. Engine
 settings come from the environment as usual (e.g. PARLEY_STT_ENCODER_WINDOW_S=full). The latency
 turns are a seeded sample of every clean clip, so they changed with batch 2: compare builds on
-the same set, not with figures from before it. The WER figures do not depend on the machine's load: the
-engine's careful pass and the ceiling decode at temperature 0 without a sampled fallback, so the
-same audio always gets the same words. A clip's realtime turn can depend a little on the clips
+the same set, not with figures from before it. The engine's careful pass and the ceiling decode
+at temperature 0 without a sampled fallback, so the same audio always gets the same words from
+each; but a turn gets the careful pass at once only when the session's timing of its passes says
+one fits in the silence window, so on a slow or busy machine more turns get the quick pass and
+(a) is worse: each pass prints how many turns got which pass, and the load. A clip's realtime turn can depend a little on the clips
 streamed before it on the same connection (silero's state carries over; in noise a turn's start
 moves by a VAD frame or two, and whisper tiny.en may then hear other words), so a clip's (a)
 in `--tuning` is not always its (a) in the full run. Noise10's figure moves most that way.
@@ -390,6 +393,19 @@ async def connect(url: str, patch: dict[str, Any]) -> tuple[Any, Any, Events, as
     return manager, conn, events, reader
 
 
+def passes() -> tuple[int, int]:
+    """Quick and careful model runs so far in this process (the engine runs in it)."""
+    from parley.engine.speech import stt
+
+    return stt.default_transcriber().runs, stt.careful_transcriber().runs
+
+
+def since(before: tuple[int, int]) -> str:
+    now = passes()
+    return (f"{now[0] - before[0]} quick and {now[1] - before[1]} careful passes, "
+            f"load {os.getloadavg()[0]:.1f}")
+
+
 async def realtime_pass(url: str, prepared: Sequence[Prepared], prompt: str | None) -> dict[str, str]:
     heard: dict[str, str] = {}
     for fmt in sorted({p.fmt for p in prepared}):
@@ -409,10 +425,12 @@ class Latency:
     end_to_audio_ms: list[float]
     stopped_to_audio_ms: list[float]
     transcripts: dict[str, str]
+    passes: str = ""
 
 
 async def latency_pass(url: str, prepared: Sequence[Prepared], window_ms: int, prompt: str | None) -> Latency:
     result = Latency(window_ms, [], [], {})
+    before = passes()
     manager, conn, events, reader = await connect(url, session_patch("audio/pcm", prompt, window_ms))
     for p in prepared:
         mark, speech_end = await turn(conn, events, p, paced=True)
@@ -425,6 +443,7 @@ async def latency_pass(url: str, prepared: Sequence[Prepared], window_ms: int, p
         await asyncio.sleep(0.3)
     reader.cancel()
     await manager.__aexit__(None, None, None)
+    result.passes = since(before)
     return result
 
 
@@ -491,7 +510,7 @@ def print_latency(results: Sequence[Latency]) -> None:
         e, s = r.end_to_audio_ms, r.stopped_to_audio_ms
         print(f"silence window {r.window_ms:3d} ms: end of speech -> first audio delta p50 {percentile(e, 50):4.0f} ms, "
               f"p95 {percentile(e, 95):4.0f} ms; speech_stopped -> first audio p50 {percentile(s, 50):3.0f} ms, "
-              f"p95 {percentile(s, 95):3.0f} ms ({len(e)} turns)")
+              f"p95 {percentile(s, 95):3.0f} ms ({len(e)} turns; {r.passes})")
 
 
 def show_errors(prepared: Sequence[Prepared], realtime: dict[str, str], ceiling: dict[str, str]) -> None:
@@ -673,9 +692,9 @@ def main() -> None:
     ceiling = ceiling_pass(prepared, args.prompt)
     print(f"(b) ceiling in {time.perf_counter() - t1:.0f} s", flush=True)
     with serve_app(create_app(local_engine(EngineSettings()))) as url:
-        t1 = time.perf_counter()
+        t1, before = time.perf_counter(), passes()
         realtime = asyncio.run(realtime_pass(url, prepared, args.prompt))
-        print(f"(a) realtime in {time.perf_counter() - t1:.0f} s", flush=True)
+        print(f"(a) realtime in {time.perf_counter() - t1:.0f} s: {since(before)}", flush=True)
         if args.save:
             args.save.write_text(json.dumps({p.clip.name: {"ref": p.text, "rt": realtime[p.clip.name],
                                                            "ceil": ceiling[p.clip.name]} for p in prepared}, indent=1))

@@ -281,6 +281,53 @@ def test_a_long_silence_window_gets_the_careful_pass_straight_away(
     assert "Transcribe" not in types(got)
 
 
+TURNS_S = ((0.32, 1.6), (2.4, 3.7), (4.5, 5.8))
+
+
+def three_turns(make: Callable[..., Harness], window_ms: int) -> tuple[Harness, Mic]:
+    """Three turns a second apart, with no responses (each turn's transcript is what is looked at)."""
+    h = make({"audio": {"input": {"transcription": {"model": "whisper-1"}, "turn_detection": {
+        "type": "server_vad", "silence_duration_ms": window_ms, "create_response": False}}}},
+        detector=ScriptedDetector(lambda t: 0.9 if any(a * 1000 < t <= b * 1000 for a, b in TURNS_S) else 0.05))
+    return h, Mic(h, tone(*TURNS_S, total_s=7.0))
+
+
+def test_a_careful_pass_too_slow_for_the_window_gives_way_to_the_quick_one(make: Callable[..., Harness]) -> None:
+    # On a slow or busy machine the careful pass took longer than the whole 500 ms window: the
+    # next turn's cut gets the quick pass, so its answer is not late, and sure quick words are final.
+    h, mic = three_turns(make, 500)
+    first = only(mic.until(is_type("Transcribe")), "Transcribe")
+    assert first.careful  # nothing timed yet: the window is taken to leave time for it
+    h.s.transcription_result(first.item_id, first.attempt, PHRASE, took_ms=900)
+    mic.until(is_type("conversation.item.input_audio_transcription.completed"))
+    second = only(mic.until(is_type("Transcribe")), "Transcribe")
+    assert second.item_id != first.item_id and not second.careful
+    h.s.transcription_result(second.item_id, second.attempt, HEARD_CAREFULLY, sure=True, took_ms=300)
+    got = mic.until(is_type("conversation.item.input_audio_transcription.completed"))
+    assert only(got, "conversation.item.input_audio_transcription.completed")["transcript"] == HEARD_CAREFULLY
+    assert "Transcribe" not in types(got)
+    # a quick pass predicts a careful one at CAREFUL_COST times its time (480 ms here, with the
+    # 900 ms before it): still too slow for the window, so the third turn gets the quick pass too
+    third = only(mic.until(is_type("Transcribe")), "Transcribe")
+    assert not third.careful
+
+
+def test_a_fast_machine_gets_the_careful_pass_at_once_in_a_short_window(make: Callable[..., Harness]) -> None:
+    # Below CAREFUL_WINDOW_MS the first turn gets the quick pass; once a pass has been timed and a
+    # careful one fits in what is left of the 200 ms window, the cut gets the careful pass at once.
+    h, mic = three_turns(make, SHORT_WINDOW_MS)
+    first = only(mic.until(is_type("Transcribe")), "Transcribe")
+    assert not first.careful
+    h.s.transcription_result(first.item_id, first.attempt, PHRASE, sure=True, took_ms=20)
+    mic.until(is_type("conversation.item.input_audio_transcription.completed"))
+    second = only(mic.until(is_type("Transcribe")), "Transcribe")
+    assert second.careful
+    h.s.transcription_result(second.item_id, second.attempt, HEARD_CAREFULLY, took_ms=30)
+    got = mic.until(is_type("conversation.item.input_audio_transcription.completed"))
+    assert only(got, "conversation.item.input_audio_transcription.completed")["transcript"] == HEARD_CAREFULLY
+    assert "Transcribe" not in types(got)
+
+
 @pytest.mark.slow
 def test_the_quick_pass_says_when_it_is_unsure() -> None:
     audio = stt_input(Transcribe("item", 1, speech_pcm24k(PHRASE), "en", None))

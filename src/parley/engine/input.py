@@ -39,12 +39,16 @@ from parley.protocol.session import SessionConfig
 # Buffered audio kept while nobody speaks (the prefix padding comes from here).
 IDLE_KEEP_MS = 2_000
 MAX_BUFFER_MS = 15 * 60 * 1000
-#: A silence window at least this long leaves time for the careful pass (beam 5, 1.3-1.6x the quick
-#: one) to run straight away on the speculative cut, so every turn gets it, not only unsure ones.
+#: Before the session has timed a pass: a silence window at least this long is taken to leave time
+#: for the careful pass (beam 5, 1.3-1.6x the quick one) on the speculative cut. Once passes have
+#: been timed, the careful pass runs straight away when its cost fits in what is left of the window.
 CAREFUL_WINDOW_MS = 400
 #: What the careful pass costs, in units of the quick one (measured 1.3-1.6x): after an unsure quick
-#: pass, a careful one runs only if this much of the quick pass's time is left of the silence window.
+#: pass, a careful one runs only if this much of the quick pass's time is left of the silence window;
+#: and a timed quick pass predicts a careful one at this many times its cost.
 CAREFUL_COST = 1.6
+#: Weight of the latest timed pass in the session's estimate of what a careful pass costs.
+COST_WEIGHT = 0.5
 
 
 def check_transcription(config: SessionConfig, param: str = "session") -> None:
@@ -72,6 +76,7 @@ class _Stt:
     speculative_until_ms: float | None = None  # audio end of the running speculative attempt
     audio: FloatArray | None = None  # what the current attempt transcribes
     quick_text: str | None = None  # the quick pass's words, while a careful pass is running
+    careful: bool = False  # the current attempt is a careful pass
     asked_at_ms: float = 0.0  # session time when the current attempt was asked for
     window_end_ms: float | None = None  # a speculative attempt's: when its silence window runs out
     text: str | None = None
@@ -107,6 +112,7 @@ class SessionInput:
 
     def _init_input(self, detector: VoiceDetector) -> None:
         self._stt: dict[str, _Stt] = {}
+        self._careful_ms: float | None = None  # what a careful pass costs now (wall time, queue included)
         self._decoder = InputDecoder(self._input_format())
         # input audio: a buffer in session time (ms since the first audio of the session)
         self._buffer = InputBuffer()
@@ -187,7 +193,7 @@ class SessionInput:
             # Into the pause, not to the trimmed end of the voice: on the tuning two-thirds of
             # benchmarks/hearing.py the fading end of the last word is worth ~0.5 WER points.
             self._transcribe(item_id, stt, self._buffer.slice(pause.start_ms, pause.until_ms),
-                             careful=silence_window_ms(td) >= CAREFUL_WINDOW_MS)
+                             careful=self._careful_in_time(td, stt))
 
     def _voice_resumed(self) -> None:
         item_id = self._turn_item
@@ -264,19 +270,23 @@ class SessionInput:
 
     def _transcribe(self, item_id: str, stt: _Stt, audio: FloatArray, careful: bool = False) -> None:
         tr = self.config.audio.input.transcription
-        stt.audio, stt.asked_at_ms = audio, self._buffer.end_ms
+        stt.audio, stt.asked_at_ms, stt.careful = audio, self._buffer.end_ms, careful
         self._emit(Transcribe(item_id, stt.attempt, audio, tr.language if tr else "en", tr.prompt if tr else None,
                               careful))
 
     def transcription_result(self, item_id: str, attempt: int, text: str | None, error: str | None = None,
-                             *, sure: bool = True) -> None:
+                             *, sure: bool = True, took_ms: float | None = None) -> None:
         """The driver's answer to `Transcribe`. `sure=False` (the STT doubted a word of its quick
         pass): if a careful pass of the same audio fits in what is left of the silence window, the
         turn waits for it, and its words are final and are what the responder answers, in place of
-        these; otherwise these stand (a careful pass would only make the answer later)."""
+        these; otherwise these stand (a careful pass would only make the answer later). `took_ms`:
+        the pass's wall time from asking to answer, which tells later turns what a pass costs on
+        this machine now."""
         stt = self._stt.get(item_id)
         if stt is None or stt.done or attempt != stt.attempt:
             return
+        if took_ms is not None and error is None:
+            self._timed(took_ms if stt.careful else CAREFUL_COST * took_ms)
         if error is None and not sure and stt.quick_text is None and stt.audio is not None and self._careful_fits(stt):
             stt.quick_text = text or ""
             self._transcribe(item_id, stt, stt.audio, careful=True)
@@ -291,6 +301,20 @@ class SessionInput:
             return
         if stt.committed:
             self._transcript_ready(item_id, stt)
+
+    def _timed(self, careful_ms: float) -> None:
+        old = self._careful_ms
+        self._careful_ms = careful_ms if old is None else COST_WEIGHT * careful_ms + (1 - COST_WEIGHT) * old
+
+    def _careful_in_time(self, td: TurnDetection, stt: _Stt) -> bool:
+        """Whether the speculative cut gets the careful pass at once: when what it costs (as last
+        timed) ends inside the silence window. On a slow or busy machine the turn gets the quick
+        pass instead, and a careful one after it only if that still fits (see transcription_result):
+        the answer is not made later for the sake of a better transcript."""
+        if self._careful_ms is None:
+            return silence_window_ms(td) >= CAREFUL_WINDOW_MS
+        assert stt.window_end_ms is not None
+        return self._careful_ms <= stt.window_end_ms - self._buffer.end_ms
 
     def _careful_fits(self, stt: _Stt) -> bool:
         """In session time (which keeps pace with the caller): the quick pass took now - asked_at;

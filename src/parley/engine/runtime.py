@@ -213,6 +213,7 @@ class SessionRunner:
     # -- work -------------------------------------------------------------------------------
 
     async def _transcribe(self, job: Transcribe) -> None:
+        asked = time.perf_counter()
         try:
             heard = await self._speech.transcribe(resample(job.audio, 24_000, STT_RATE), job.prompt,
                                                   job.language or "en", careful=job.careful)
@@ -222,7 +223,9 @@ class SessionRunner:
             log.exception("transcription failed")
             self.session.transcription_result(job.item_id, job.attempt, None, error=str(exc))
         else:
-            self.session.transcription_result(job.item_id, job.attempt, heard.text, sure=heard.sure)
+            # the time includes the queue on the shared STT thread: it is what the turn waits
+            self.session.transcription_result(job.item_id, job.attempt, heard.text, sure=heard.sure,
+                                              took_ms=(time.perf_counter() - asked) * 1000)
         finally:
             if self._stt.get(job.item_id) is asyncio.current_task():
                 del self._stt[job.item_id]

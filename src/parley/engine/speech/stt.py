@@ -258,6 +258,7 @@ class Transcriber:
         # whisper's default fallback ladder (0.0 .. 1.0 in 0.2 steps) can decode six times on
         # noise; one retry keeps the worst case bounded for a real-time turn.
         self.temperatures = temperatures
+        self.runs = 0  # model runs so far (benchmarks/hearing.py reports how many turns got which pass)
 
     def _encode_frames(self, n_samples: int) -> int | None:
         if self.encoder_window_s is None:
@@ -306,6 +307,7 @@ class Transcriber:
             finally:
                 model.encode_frames = None
         elapsed = time.perf_counter() - t0
+        self.runs += 1
 
         segments = tuple(
             Segment(
@@ -373,7 +375,7 @@ _careful: Transcriber | None = None
 
 
 def default_transcriber() -> Transcriber:
-    """The quick pass (see Transcriber) of turns at silence windows under 400 ms: it says when it is not `sure`."""
+    """The quick pass (see Transcriber), for turns whose silence window has no time for the careful one: it says when it is not `sure`."""
     global _default
     if _default is None:
         _default = Transcriber(encoder_window_s=default_encoder_window_s(), sure_logprob=SURE_LOGPROB)
@@ -381,8 +383,8 @@ def default_transcriber() -> Transcriber:
 
 
 def careful_transcriber() -> Transcriber:
-    """Beam 5, in the same window: every turn's pass at silence windows of 400 ms or more (it runs
-    in the window: engine.input.CAREFUL_WINDOW_MS), and at shorter windows the second pass of a
+    """Beam 5, in the same window: a turn's pass when it fits in the silence window (at 400 ms or
+    more until the session has timed one: engine.input.CAREFUL_WINDOW_MS), else the second pass of a
     turn whose quick pass was unsure.
 
     On the tuning two-thirds of benchmarks/hearing.py, beam 5 on the quick pass's audio took the
