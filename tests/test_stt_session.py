@@ -8,6 +8,8 @@ word exactly.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -16,13 +18,18 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
+from parley.apps.local import local_engine
 from parley.apps.negotiator.responder import ScenarioResponder
 from parley.apps.scenarios import get_persona
-from parley.audio.pcm import SAMPLE_RATE
+from parley.audio.pcm import SAMPLE_RATE, float_to_pcm16
+from parley.engine.app import create_app
 from parley.engine.input import CAREFUL_WINDOW_MS
 from parley.engine.responders.base import TextDelta
 from parley.engine.session import StartResponse, Transcribe
+from parley.engine.settings import EngineSettings
 from parley.engine.speech import stt
+from parley.protocol.session import RealtimeSessionConfig
+from parley.util.serving import serve_app
 from support.session import Harness, Mic, ScriptedDetector, error_of, is_type, only, speech_between, types
 from support.speech import silence, speech_pcm24k
 
@@ -268,8 +275,8 @@ def test_speech_resuming_drops_the_careful_pass(make: Callable[..., Harness]) ->
 @pytest.mark.parametrize("window_ms", [CAREFUL_WINDOW_MS, 500, 900])
 def test_a_long_silence_window_gets_the_careful_pass_straight_away(
         make: Callable[..., Harness], window_ms: int) -> None:
-    # the window leaves time for the careful pass, so the speculative cut gets it, and its words
-    # are final: no quick pass, no second job
+    # with no pass timed yet the window is taken to leave time for the careful pass, so the
+    # speculative cut gets it, and its words are final: no quick pass, no second job
     h = make(transcription(window_ms), detector=ScriptedDetector(speech_between(320, 1600)))
     mic = Mic(h, tone((0.32, 1.6)))
     job = only(mic.until(is_type("Transcribe")), "Transcribe")
@@ -326,6 +333,33 @@ def test_a_fast_machine_gets_the_careful_pass_at_once_in_a_short_window(make: Ca
     got = mic.until(is_type("conversation.item.input_audio_transcription.completed"))
     assert only(got, "conversation.item.input_audio_transcription.completed")["transcript"] == HEARD_CAREFULLY
     assert "Transcribe" not in types(got)
+
+
+async def test_a_new_session_starts_from_what_the_last_one_timed() -> None:
+    # Through the real engine (the runtime times whisper's passes): a call's first turn on a slow
+    # machine does not wait for a careful pass that did not fit the last call's window.
+    engine = local_engine(EngineSettings(api_keys=[], responder="scenario"))
+    with serve_app(create_app(engine)) as url:
+        assert engine.careful_ms() is None
+        client = AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-local-test")
+        async with client.realtime.connect(model="gpt-realtime") as conn:
+            assert (await conn.recv()).type == "session.created"
+            await conn.session.update(session={"type": "realtime", **transcription(500)})  # type: ignore[arg-type]
+            pcm = float_to_pcm16(speech_pcm24k(PHRASE, tail_silence_ms=1500))
+            for off in range(0, len(pcm), 9600):
+                await conn.input_audio_buffer.append(audio=base64.b64encode(pcm[off : off + 9600]).decode())
+            async for event in conn:
+                if event.type == "conversation.item.input_audio_transcription.completed":
+                    break
+            timed = engine.careful_ms()
+            assert timed is not None and timed > 0
+        async with asyncio.timeout(10):
+            # the engine forgets the session once its socket has closed (on the server's thread
+            # and event loop, so its own idle event is not ours to wait on)
+            while engine.runners:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        assert engine.careful_ms() == timed
+        assert engine.new_session(RealtimeSessionConfig()).careful_ms == timed
 
 
 @pytest.mark.slow

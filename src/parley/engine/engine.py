@@ -51,6 +51,7 @@ class Engine:
         self.calls: dict[str, AnyCall] = {}
         self.sip: SipListener | None = None  # when settings.sip_addr is set, while the app runs
         self.late_frames = 0  # agent audio frames sent more than a frame late, over ended calls
+        self._careful_ms: float | None = None  # the last closed session's timing of a careful pass
         # How to cut each open sideband, by call id, and calls whose sideband is refused for now.
         self.sidebands: dict[str, set[Callable[[], None]]] = {}
         self.sidebands_held: set[str] = set()
@@ -117,6 +118,8 @@ class Engine:
     def new_runner(self, session: Session, send: Any, *, beta: bool = False, playout: Any = None) -> SessionRunner:
         def forget(_reason: str) -> None:
             self.runners.pop(session.id, None)
+            if session.careful_ms is not None:
+                self._careful_ms = session.careful_ms
             if not self.runners:
                 self._idle.set()
 
@@ -126,8 +129,17 @@ class Engine:
         return runner
 
     def new_session(self, config: SessionConfig, *, playback: Literal["client", "server"] = "client") -> Session:
-        """A session hearing with its own silero stream (after `vad_ready()`), expiring 60 min from now."""
-        return Session(config, detector=vad.VadStream(SAMPLE_RATE), now=time.time(), playback=playback)
+        """A session hearing with its own silero stream (after `vad_ready()`), expiring 60 min from now.
+        It starts from what the newest session timed a careful pass at, so that on a slow machine a
+        call's first turn does not wait for a pass that does not fit its silence window."""
+        return Session(config, detector=vad.VadStream(SAMPLE_RATE), now=time.time(), playback=playback,
+                       careful_ms=self.careful_ms())
+
+    def careful_ms(self) -> float | None:
+        """What a careful pass costs on this machine now: the newest live session's timing, else
+        the last closed one's."""
+        live = [r.session.careful_ms for r in self.runners.values() if r.session.careful_ms is not None]
+        return live[-1] if live else self._careful_ms
 
     async def start_call(self, config: SessionConfig, offer_sdp: str) -> tuple[Call, str]:
         """A WebRTC call: returns it and the SDP answer (the route checks `check_accepting` first)."""

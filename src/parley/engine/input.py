@@ -110,9 +110,9 @@ class SessionInput:
         def _stop_playback(self, response_id: str | None = None) -> None: ...
         def _transcript_done(self, item_id: str) -> None: ...
 
-    def _init_input(self, detector: VoiceDetector) -> None:
+    def _init_input(self, detector: VoiceDetector, careful_ms: float | None) -> None:
         self._stt: dict[str, _Stt] = {}
-        self._careful_ms: float | None = None  # what a careful pass costs now (wall time, queue included)
+        self._careful_ms = careful_ms
         self._decoder = InputDecoder(self._input_format())
         # input audio: a buffer in session time (ms since the first audio of the session)
         self._buffer = InputBuffer()
@@ -301,6 +301,12 @@ class SessionInput:
             return
         if stt.committed:
             self._transcript_ready(item_id, stt)
+
+    @property
+    def careful_ms(self) -> float | None:
+        """What a careful pass costs now (wall time, the STT queue included), as this session last
+        timed its passes; None before any. A new session on the same machine can start from it."""
+        return self._careful_ms
 
     def _timed(self, careful_ms: float) -> None:
         old = self._careful_ms

@@ -93,9 +93,11 @@ class Session(SessionInput, SessionResponses):
         now: float,
         playback: Literal["client", "server"] = "client",
         session_id: str | None = None,
+        careful_ms: float | None = None,
     ) -> None:
         """`now` is the driver's wall clock (unix seconds) at the session's start: it expires
-        MAX_SESSION_SECONDS later."""
+        MAX_SESSION_SECONDS later. `careful_ms`: what a careful transcription pass costs on this
+        machine, as other sessions timed it (see `SessionInput.careful_ms`)."""
         self.config: SessionConfig = config or RealtimeSessionConfig()
         self.playback = playback
         self.id = session_id or ids.session_id()
@@ -107,7 +109,7 @@ class Session(SessionInput, SessionResponses):
         self._items: dict[str, dict[str, Any]] = {}
         self._audio: dict[str, FloatArray] = {}
         self._last_activity: float | None = None  # for idle_timeout_ms, in driver time (s)
-        self._init_input(detector)
+        self._init_input(detector, careful_ms)
         self._init_responses()
 
     # -- plumbing ----------------------------------------------------------------------------------
