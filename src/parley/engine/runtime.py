@@ -55,6 +55,9 @@ class Heard(Protocol):
     @property
     def sure(self) -> bool: ...
 
+    @property
+    def processing_s(self) -> float: ...  # time in the model: 0 when it did not run (silence)
+
 
 class Playout(Protocol):
     """WebRTC: the media track that plays the agent's audio in real time."""
@@ -223,9 +226,10 @@ class SessionRunner:
             log.exception("transcription failed")
             self.session.transcription_result(job.item_id, job.attempt, None, error=str(exc))
         else:
-            # the time includes the queue on the shared STT thread: it is what the turn waits
-            self.session.transcription_result(job.item_id, job.attempt, heard.text, sure=heard.sure,
-                                              took_ms=(time.perf_counter() - asked) * 1000)
+            # the time includes the queue on the shared STT thread: it is what the turn waits; a
+            # clip the level gate skipped says nothing of what a pass costs
+            took_ms = (time.perf_counter() - asked) * 1000 if heard.processing_s > 0 else None
+            self.session.transcription_result(job.item_id, job.attempt, heard.text, sure=heard.sure, took_ms=took_ms)
         finally:
             if self._stt.get(job.item_id) is asyncio.current_task():
                 del self._stt[job.item_id]
