@@ -345,6 +345,15 @@ async def test_a_new_session_starts_from_what_the_last_one_timed() -> None:
         async with client.realtime.connect(model="gpt-realtime") as conn:
             assert (await conn.recv()).type == "session.created"
             await conn.session.update(session={"type": "realtime", **transcription(500)})  # type: ignore[arg-type]
+            # silence, committed by hand: the level gate answers without the model, which says
+            # nothing of what a pass costs
+            await conn.input_audio_buffer.append(audio=base64.b64encode(float_to_pcm16(silence(300))).decode())
+            await conn.input_audio_buffer.commit()
+            async for event in conn:
+                if event.type == "conversation.item.input_audio_transcription.completed":
+                    assert event.transcript == ""
+                    break
+            assert engine.careful_ms() is None
             pcm = float_to_pcm16(speech_pcm24k(PHRASE, tail_silence_ms=1500))
             for off in range(0, len(pcm), 9600):
                 await conn.input_audio_buffer.append(audio=base64.b64encode(pcm[off : off + 9600]).decode())
