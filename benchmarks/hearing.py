@@ -1,6 +1,6 @@
 """Hearing: how well the engine hears speech it was not tuned to, next to what its model can do.
 
-    .venv/bin/python benchmarks/hearing.py            # the full run (~30 min on 2 cores)
+    .venv/bin/python benchmarks/hearing.py            # the full run (10-35 min on 2 cores)
     .venv/bin/python benchmarks/hearing.py --quick    # every third utterance, fewer latency turns
     .venv/bin/python benchmarks/hearing.py --diagnose # where words are lost (tuning set only)
     .venv/bin/python benchmarks/hearing.py --tuning   # (a) and (b) on the tuning set, per condition
@@ -55,9 +55,11 @@ one fits in the silence window, so on a slow or busy machine more turns get the 
 streamed before it on the same connection (silero's state carries over; in noise a turn's start
 moves by a VAD frame or two, and whisper tiny.en may then hear other words), so a clip's (a)
 in `--tuning` is not always its (a) in the full run. Noise10's figure moves most that way.
-The latency figures depend on the load, and so does the run time: `--held-out` (400 clips) took
-17 minutes on two cores at load 1-3, so the full run (602 clips and the latency turns) takes about
-half an hour (`--quick` is a third of that).
+Every figure depends on the machine, so compare builds on one: on two 2-core AMD EPYC machines
+the held-out ceiling was 25.9 % and 25.5 % (CTranslate2 picks its kernels by CPU, and a beam
+search can tip on a rounding), `--held-out` (400 clips) took 17 and 4.5 minutes, and the 200 ms
+latency p50 was ~600 and ~255 ms. The latency figures and the run time depend on the load too; the
+full run (602 clips and the latency turns) takes about twice `--held-out` (`--quick` a third of it).
 """
 
 from __future__ import annotations
