@@ -51,8 +51,8 @@ the same set, not with figures from before it. The engine's careful pass and the
 at temperature 0 without a sampled fallback, so the same audio always gets the same words from
 each; but a turn gets the careful pass at once only when the session's timing of its passes says
 one fits in the silence window, so on a slow or busy machine more turns get the quick pass and
-(a) is worse: each pass prints how many turns got which pass, and the load. A clip's realtime turn can depend a little on the clips
-streamed before it on the same connection (silero's state carries over; in noise a turn's start
+(a) is worse: each pass prints how many turns got which pass, and the load. A clip's realtime
+turn can depend a little on the clips streamed before it on the same connection (silero's state carries over; in noise a turn's start
 moves by a VAD frame or two, and whisper tiny.en may then hear other words), so a clip's (a)
 in `--tuning` is not always its (a) in the full run. Noise10's figure moves most that way.
 Every figure depends on the machine, so compare builds on one: on two 2-core AMD EPYC machines
